@@ -62,6 +62,6 @@ class ModelSpec:
     def weight_bytes_per_token(self, bytes_per_weight: float = 2.0) -> int:
         """Bytes of weights one decode step must read (the embedding row, not the table)."""
         streamed = self.param_count() - self.vocab * self.hidden
-        if self.tie_embeddings:
-            streamed += self.vocab * self.hidden  # the LM head reads the tied table
-        return int((streamed + self.hidden) * bytes_per_weight)
+        # a tied LM head streams the whole table (the looked-up row included)
+        streamed += self.vocab * self.hidden if self.tie_embeddings else self.hidden
+        return int(streamed * bytes_per_weight)

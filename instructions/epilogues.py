@@ -1,0 +1,192 @@
+"""What a GEMV tile does with its output rows: the fused epilogues of DESIGN.md.
+
+A tile computes ``y = W[rows] @ x`` for its row segments (concatenated in order); the
+epilogue stores ``y`` somewhere, possibly after RoPE, a residual add, SiLU-mul or a partial
+argmax. Each epilogue declares the bytes it touches and has its NumPy twin.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from instructions.base import F32, ExecContext, Geometry, build_dataclass
+from instructions.reference_math import rope_pairs, silu
+from instructions.vec_source import VecSource
+from vm.program import Range
+
+Rows = tuple[tuple[int, int], ...]
+
+
+class Epilogue:
+    kind: ClassVar[str]
+
+    def accesses(self, geom: Geometry, rows: Rows) -> tuple[list[Range], list[Range]]:
+        raise NotImplementedError
+
+    def apply(self, ctx: ExecContext, step: int, rows: Rows, y: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def to_args(self) -> dict[str, Any]:
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        out: dict[str, Any] = {"kind": self.kind}
+        for name, value in fields.items():
+            out[name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        return out
+
+
+def _row_ranges(buffer: str, rows: Rows) -> list[Range]:
+    return [Range(buffer, a * F32, b * F32) for a, b in rows]
+
+
+@dataclass(frozen=True)
+class Store(Epilogue):
+    """``dst[r] = y_r`` for every row ``r`` of the tile (same index as the weight row)."""
+
+    kind: ClassVar[str] = "store"
+    dst: str
+
+    def accesses(self, geom: Geometry, rows: Rows) -> tuple[list[Range], list[Range]]:
+        return [], _row_ranges(self.dst, rows)
+
+    def apply(self, ctx: ExecContext, step: int, rows: Rows, y: np.ndarray) -> None:
+        out, i = ctx.f32(self.dst), 0
+        for a, b in rows:
+            out[a:b] = y[i : i + b - a]
+            i += b - a
+
+
+@dataclass(frozen=True)
+class Residual(Epilogue):
+    """``dst[r] = res[r] + y_r``: the O-projection / down-projection residual add."""
+
+    kind: ClassVar[str] = "residual"
+    dst: str
+    res: VecSource
+
+    def accesses(self, geom: Geometry, rows: Rows) -> tuple[list[Range], list[Range]]:
+        return self.res.accesses(geom), _row_ranges(self.dst, rows)
+
+    def apply(self, ctx: ExecContext, step: int, rows: Rows, y: np.ndarray) -> None:
+        res = self.res.load(ctx, step)
+        out, i = ctx.f32(self.dst), 0
+        for a, b in rows:
+            out[a:b] = res[a:b] + y[i : i + b - a]
+            i += b - a
+
+
+@dataclass(frozen=True)
+class SiluMul(Epilogue):
+    """Rows ``[(r0, r1), (I + r0, I + r1)]`` of [gate; up]: ``dst[r] = silu(gate_r) * up_r``."""
+
+    kind: ClassVar[str] = "silu_mul"
+    dst: str
+
+    def accesses(self, geom: Geometry, rows: Rows) -> tuple[list[Range], list[Range]]:
+        (a, b), _ = rows
+        return [], [Range(self.dst, a * F32, b * F32)]
+
+    def apply(self, ctx: ExecContext, step: int, rows: Rows, y: np.ndarray) -> None:
+        (a, b), _ = rows
+        n = b - a
+        ctx.f32(self.dst)[a:b] = silu(y[:n]) * y[n:]
+
+
+@dataclass(frozen=True)
+class QkvRope(Epilogue):
+    """Rows of head ``head`` of [q; k; v], dims ``[p0, p1)`` and ``[D/2 + p0, D/2 + p1)``.
+
+    Query heads get RoPE and go to ``q``; key heads get RoPE and are appended to
+    ``k_cache`` [kv_heads, max_seq, D] at the step's position; value heads are appended
+    to ``v_cache``. The append ranges carry a stride of one cache row per step.
+    """
+
+    kind: ClassVar[str] = "qkv_rope"
+    head: int
+    p0: int
+    p1: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    max_seq: int
+    q: str
+    k_cache: str
+    v_cache: str
+
+    def _target(self) -> tuple[str, int, bool]:
+        """(buffer, head index in it, apply RoPE)."""
+        if self.head < self.heads:
+            return self.q, self.head, True
+        if self.head < self.heads + self.kv_heads:
+            return self.k_cache, self.head - self.heads, True
+        return self.v_cache, self.head - self.heads - self.kv_heads, False
+
+    def accesses(self, geom: Geometry, rows: Rows) -> tuple[list[Range], list[Range]]:
+        buf, h, _ = self._target()
+        half, d = self.head_dim // 2, self.head_dim
+        if buf == self.q:
+            base, stride = h * d, 0
+        else:
+            base, stride = (h * self.max_seq + geom.position) * d, d * F32
+        return [], [
+            Range(buf, (base + o + self.p0) * F32, (base + o + self.p1) * F32, stride)
+            for o in (0, half)
+        ]
+
+    def apply(self, ctx: ExecContext, step: int, rows: Rows, y: np.ndarray) -> None:
+        buf, h, rotate = self._target()
+        n, half, d = self.p1 - self.p0, self.head_dim // 2, self.head_dim
+        lo, hi = y[:n], y[n:]
+        pos = ctx.position(step)
+        if rotate:
+            cos, sin = ctx.rope(pos)
+            lo, hi = rope_pairs(lo, hi, cos[self.p0 : self.p1], sin[self.p0 : self.p1])
+        base = h * d if buf == self.q else (h * self.max_seq + pos) * d
+        out = ctx.f32(buf)
+        out[base + self.p0 : base + self.p1] = lo
+        out[base + half + self.p0 : base + half + self.p1] = hi
+
+
+@dataclass(frozen=True)
+class LogitsArgmax(Epilogue):
+    """LM-head tile: ``logits[step, r] = y_r`` and ``part[tile] = (max, argmax)`` over the
+    tile's rows (lowest index wins a tie, as torch.argmax)."""
+
+    kind: ClassVar[str] = "logits_argmax"
+    logits: str
+    vocab: int
+    part: str
+    tile: int
+
+    def accesses(self, geom: Geometry, rows: Rows) -> tuple[list[Range], list[Range]]:
+        (a, b), = rows
+        stride = self.vocab * F32
+        return [], [
+            Range(self.logits, a * F32, b * F32, stride),
+            Range(self.part, 2 * self.tile * F32, 2 * (self.tile + 1) * F32),
+        ]
+
+    def apply(self, ctx: ExecContext, step: int, rows: Rows, y: np.ndarray) -> None:
+        (a, b), = rows
+        ctx.f32(self.logits)[step * self.vocab + a : step * self.vocab + b] = y
+        best = int(np.argmax(y))
+        ctx.f32(self.part)[2 * self.tile : 2 * self.tile + 2] = (y[best], a + best)
+
+
+EPILOGUES: dict[str, type[Epilogue]] = {
+    cls.kind: cls for cls in (Store, Residual, SiluMul, QkvRope, LogitsArgmax)
+}
+
+
+def decode_epilogue(args: dict[str, Any]) -> Epilogue:
+    args = dict(args)
+    kind = args.pop("kind", None)
+    cls = EPILOGUES.get(kind)  # type: ignore[arg-type]
+    if cls is None:
+        raise ValueError(f"unknown epilogue kind {kind!r}; known: {sorted(EPILOGUES)}")
+    if "res" in args:
+        args["res"] = VecSource.from_args(args["res"])
+    return build_dataclass(cls, args)

@@ -1,0 +1,64 @@
+"""The GEMV tile: prologue (input vector, optional folded RMSNorm), dot products over the
+tile's weight rows, fused epilogue. Every projection of the model is one of these."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from instructions.base import NESTED, ExecContext, Geometry, Instruction, register
+from instructions.epilogues import Epilogue, Rows, decode_epilogue
+from instructions.reference_math import rmsnorm
+from instructions.vec_source import VecSource
+from vm.program import Range
+
+
+@dataclass(frozen=True)
+class Gemv(Instruction):
+    """``y = W[rows] @ norm?(src)`` then ``epilogue(y)``.
+
+    ``matrix`` names a weight tensor [out, in]; ``rows`` are half-open row segments;
+    ``norm`` names an RMSNorm weight folded into the prologue (each tile recomputes the
+    norm of the whole input: hidden floats from L2 are cheaper than a grid-wide stage).
+    """
+
+    op = "gemv"
+    matrix: str
+    rows: Rows
+    src: VecSource
+    norm: str | None
+    epilogue: Epilogue
+
+    def accesses(self, geom: Geometry) -> tuple[list[Range], list[Range]]:
+        reads = [geom.weight_rows(self.matrix, a, b) for a, b in self.rows]
+        reads += self.src.accesses(geom)
+        if self.norm is not None:
+            reads.append(geom.weight_all(self.norm))
+        ep_reads, ep_writes = self.epilogue.accesses(geom, self.rows)
+        return reads + ep_reads, ep_writes
+
+    def run(self, ctx: ExecContext, step: int) -> None:
+        x = self.src.load(ctx, step)
+        if self.norm is not None:
+            x = rmsnorm(x, ctx.weight(self.norm), ctx.rms_eps())
+        w = ctx.weight(self.matrix)
+        y = np.concatenate([w[a:b] @ x for a, b in self.rows])
+        self.epilogue.apply(ctx, step, self.rows, y)
+
+    def to_args(self) -> dict[str, Any]:
+        return {
+            "matrix": self.matrix,
+            "rows": [list(r) for r in self.rows],
+            "src": dataclasses.asdict(self.src),
+            "norm": self.norm,
+            "epilogue": self.epilogue.to_args(),
+        }
+
+
+NESTED[("Gemv", "src")] = VecSource.from_args
+NESTED[("Gemv", "epilogue")] = decode_epilogue
+NESTED[("Gemv", "rows")] = lambda rows: tuple((int(a), int(b)) for a, b in rows)
+register(Gemv)

@@ -1,0 +1,111 @@
+"""The Schedule: every knob of the lowered program, with a good default.
+
+A Schedule is plain data (JSON round trip, strict parsing); ``vm.lowering`` turns
+ModelSpec + Schedule into a Program. Every knob changes the program (tests/space prove it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from amk_tune.errors import ScheduleError
+
+SM_POLICIES = ("rotate", "round_robin", "blocked")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Knobs of the lowering.
+
+    - ``tiles``: target tiles per projection (QKV, O, gate/up, down); ``None`` = one per
+      block, so no projection leaves blocks idle.
+    - ``lm_tiles``: tiles of the LM head; ``None`` = one per block.
+    - ``sm_policy``: how a stage's tasks map to blocks: ``rotate`` (continue from the
+      block after the previous stage's last one), ``round_robin`` (every stage starts at
+      block 0), ``blocked`` (contiguous runs of tasks per block).
+    - ``split_kv``: KV partitions per KV head in attention (flash-decoding); partials
+      are merged in the O-projection's prologue.
+    - ``fuse_*``: fold RMSNorm into the consuming GEMV; RoPE + KV append into the QKV
+      epilogue; residual adds into the O/down epilogue; SiLU-mul into gate/up; the
+      argmax into LM-head partials. Off = a separate single-task stage.
+    - ``steps_per_launch``: decode steps one launch runs (argmax feeds the next step).
+    - ``blocks_per_sm``, ``threads``, ``smem_bytes``: the launch shape.
+    """
+
+    tiles: int | None = None
+    lm_tiles: int | None = None
+    sm_policy: str = "rotate"
+    split_kv: int = 1
+    fuse_norm: bool = True
+    fuse_rope: bool = True
+    fuse_residual: bool = True
+    fuse_silu: bool = True
+    fuse_argmax: bool = True
+    steps_per_launch: int = 1
+    blocks_per_sm: int = 1
+    threads: int = 256
+    smem_bytes: int = 65536
+
+    def __post_init__(self) -> None:
+        for name in ("tiles", "lm_tiles"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise ScheduleError(f"{name} = {v!r}: must be >= 1 (or null for one per block)")
+        if self.sm_policy not in SM_POLICIES:
+            raise ScheduleError(f"sm_policy = {self.sm_policy!r}: choose one of {SM_POLICIES}")
+        for name in ("split_kv", "steps_per_launch", "blocks_per_sm"):
+            if getattr(self, name) < 1:
+                raise ScheduleError(f"{name} = {getattr(self, name)!r}: must be >= 1")
+        if not (32 <= self.threads <= 1024 and self.threads % 32 == 0):
+            raise ScheduleError(f"threads = {self.threads!r}: a multiple of 32 from 32 to 1024")
+        if self.smem_bytes < 0:
+            raise ScheduleError(f"smem_bytes = {self.smem_bytes!r}: must be >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> Schedule:
+        return dataclasses.replace(self, **changes)
+
+    @staticmethod
+    def from_dict(d: Any) -> Schedule:
+        if not isinstance(d, dict):
+            raise ScheduleError(f"a schedule is a JSON object of knobs, got {type(d).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(Schedule)}
+        unknown = sorted(set(d) - set(fields))
+        if unknown:
+            raise ScheduleError(f"unknown schedule knob(s) {unknown}; known: {sorted(fields)}")
+        defaults = Schedule()
+        for name, value in d.items():
+            want = type(getattr(defaults, name))
+            if name in ("tiles", "lm_tiles"):
+                ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
+            elif want is bool:
+                ok = isinstance(value, bool)
+            elif want is int:
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, want)
+            if not ok:
+                raise ScheduleError(
+                    f"schedule knob {name} = {value!r} has the wrong type "
+                    f"(expected {'int or null' if name.endswith('tiles') else want.__name__})"
+                )
+        return Schedule(**d)
+
+    @staticmethod
+    def load(path: str | Path) -> Schedule:
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as e:
+            raise ScheduleError(f"cannot read schedule file {str(p)!r}: {e.strerror}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ScheduleError(f"schedule file {str(p)!r} is not JSON: {e.msg} (line {e.lineno})")
+        return Schedule.from_dict(data)

@@ -1,0 +1,320 @@
+"""Lowering: ModelSpec + Schedule -> Program (PROGRAM_FORMAT.md).
+
+One decode step is a list of *stages* in dependency order; every task waits only on
+counters signalled by earlier stages, and every block runs its tasks in stage order, so
+the program is deadlock-free by construction (the validator checks it anyway). Per step:
+
+    token (block 0)                              signals tok
+    per layer l:
+      [rmsnorm]            unless fuse_norm
+      QKV tiles            signal qkv.L{l}.g{g} per KV group (RoPE + KV append fused)
+      [rope_append x G]    unless fuse_rope
+      attention G x split  waits on its group only; signals attn.L{l}
+      O tiles (+residual)  signal h.L{l}          [residual_add unless fuse_residual]
+      [rmsnorm]
+      gate/up tiles (+SiLU-mul)  signal act.L{l}  [silu_mul unless fuse_silu]
+      down tiles (+residual)     signal x.L{l}    [residual_add]
+    [rmsnorm], LM-head tiles (+partial argmax) signal lm
+    argmax (block 0)                             writes tokens[step + 1]
+
+Cross-step order comes from block 0 alone: argmax of step s precedes token of step s + 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from amk_tune.model.spec import ModelSpec
+from amk_tune.model.weights import weight_shapes
+from amk_tune.targets import Target
+from instructions.argmax import Argmax
+from instructions.attention import Attention
+from instructions.base import F32, I32, Geometry, Instruction, weight_buffer
+from instructions.epilogues import LogitsArgmax, QkvRope, Residual, SiluMul, Store
+from instructions.gemv import Gemv
+from instructions.token import Token
+from instructions.unfused import ResidualAdd, RmsNorm, RopeAppend, SiluMulVec
+from instructions.vec_source import VecSource
+from space.schedule import Schedule
+from vm.placement import place
+from vm.program import Launch, Program, Signal, Task, Wait
+
+WEIGHT_BYTES = {"bf16": 2}
+
+
+@dataclass
+class Draft:
+    """A task before placement: its instruction, its waits (full waits on named
+    counters, value = per_step) and the counter it signals."""
+
+    id: str
+    instr: Instruction
+    waits: tuple[str, ...] = ()
+    signal: str | None = None
+
+
+@dataclass
+class Stage:
+    name: str
+    tasks: list[Draft] = field(default_factory=list)
+
+
+def split(n: int, parts: int) -> list[tuple[int, int]]:
+    """``[0, n)`` in ``min(parts, n)`` contiguous near-equal ranges."""
+    parts = max(1, min(parts, n))
+    return [(i * n // parts, (i + 1) * n // parts) for i in range(parts)]
+
+
+def qkv_tiles(spec: ModelSpec, target: int) -> list[tuple[int, int, int]]:
+    """(head in [q; k; v], p0, p1): every head split into the same number of RoPE-pair
+    ranges, the smallest divisor of D/2 that gives at least ``target`` tiles."""
+    half, heads = spec.head_dim // 2, spec.heads + 2 * spec.kv_heads
+    divisors = [d for d in range(1, half + 1) if half % d == 0]
+    per_head = next((d for d in divisors if heads * d >= target), half)
+    return [(h, a, b) for h in range(heads) for a, b in split(half, per_head)]
+
+
+def _qkv_group(spec: ModelSpec, head: int) -> int:
+    if head < spec.heads:
+        return head // spec.group
+    return (head - spec.heads) % spec.kv_heads
+
+
+class _Lowerer:
+    def __init__(self, spec: ModelSpec, sched: Schedule, target: Target, *, steps: int,
+                 position: int, max_seq: int, dtype: str) -> None:
+        self.spec, self.s, self.target = spec, sched, target
+        self.steps, self.position, self.max_seq = steps, position, max_seq
+        self.blocks = target.sms * sched.blocks_per_sm
+        self.tiles = sched.tiles or self.blocks
+        self.wbytes = WEIGHT_BYTES[dtype]
+        self.shapes = weight_shapes(spec)
+        self.buffers: dict[str, int] = {}
+        self.stages: list[Stage] = []
+
+    # -- helpers ---------------------------------------------------------------------
+    def buf(self, name: str, nbytes: int) -> str:
+        self.buffers[name] = nbytes
+        return name
+
+    def vec(self, name: str, n: int) -> VecSource:
+        return VecSource("buffer", n, self.buf(name, n * F32))
+
+    def stage(self, name: str, tasks: list[Draft]) -> None:
+        self.stages.append(Stage(name, tasks))
+
+    def norm_input(self, src: VecSource, weight: str, dst: str, wait: tuple[str, ...],
+                   tag: str) -> tuple[VecSource, str | None, tuple[str, ...]]:
+        """(input, folded norm weight, waits) for a GEMV stage reading ``src`` normed."""
+        if self.s.fuse_norm:
+            return src, weight, wait
+        out = self.vec(dst, src.n)
+        self.stage(tag, [Draft(tag, RmsNorm(src, weight, out.buffer), wait, tag)])
+        return out, None, (tag,)
+
+    def gemv_stage(self, tag: str, matrix: str, rows: list[tuple[tuple[int, int], ...]],
+                   src: VecSource, norm: str | None, waits: tuple[str, ...], epilogue,
+                   signal) -> None:
+        """One GEMV tile per row-segment tuple; ``epilogue(i, rows)`` and ``signal(i)``."""
+        self.stage(tag, [
+            Draft(f"{tag}.{i}", Gemv(matrix, r, src, norm, epilogue(i, r)), waits, signal(i))
+            for i, r in enumerate(rows)
+        ])
+
+    # -- the model -----------------------------------------------------------------------
+    def lower(self) -> Program:
+        sp, s = self.spec, self.s
+        self.buf("tokens", (self.steps + 1) * I32)
+        self.buf("out_tokens", self.steps * I32)
+        self.stage("token", [Draft("token", Token(), (), "tok")])
+        x = VecSource("embed", sp.hidden)
+        ready: tuple[str, ...] = ("tok",)
+        for layer in range(sp.layers):
+            x, ready = self.layer(layer, x, ready)
+        self.lm_head(x, ready)
+        return self.program()
+
+    def layer(self, l: int, x: VecSource, ready: tuple[str, ...]) -> tuple[VecSource, tuple[str, ...]]:
+        sp, s, L = self.spec, self.s, f"L{l}"
+        d, kvh = sp.head_dim, sp.kv_heads
+        q = self.buf(f"q.{L}", sp.heads * d * F32)
+        cache = sp.kv_heads * self.max_seq * d * F32
+        kc, vc = self.buf(f"k_cache.{L}", cache), self.buf(f"v_cache.{L}", cache)
+        # attention input: QKV tiles (RoPE + append fused, or raw + rope_append per group)
+        src, norm, waits = self.norm_input(x, f"{L}.attn_norm", f"xn.{L}.attn", ready,
+                                           f"{L}.norm_attn")
+        tiles = qkv_tiles(sp, self.tiles)
+        half = d // 2
+        seg = [((h * d + a, h * d + b), (h * d + half + a, h * d + half + b)) for h, a, b in tiles]
+        if s.fuse_rope:
+            def epi(i, rows):
+                h, a, b = tiles[i]
+                return QkvRope(h, a, b, sp.heads, kvh, d, self.max_seq, q, kc, vc)
+            group_ready = f"qkv.{L}.g"
+        else:
+            raw = self.buf(f"qkv.{L}", sp.qkv_rows * F32)
+            def epi(i, rows):
+                return Store(raw)
+            group_ready = f"qkvraw.{L}.g"
+        self.gemv_stage(f"{L}.qkv", f"{L}.wqkv", seg, src, norm, waits, epi,
+                        lambda i: f"{group_ready}{_qkv_group(sp, tiles[i][0])}")
+        if not s.fuse_rope:
+            self.stage(f"{L}.rope", [
+                Draft(f"{L}.rope.g{g}",
+                      RopeAppend(g, sp.heads, kvh, d, self.max_seq, raw, q, kc, vc),
+                      (f"qkvraw.{L}.g{g}",), f"qkv.{L}.g{g}")
+                for g in range(kvh)
+            ])
+        # attention per KV group and partition
+        parts = s.split_kv
+        if parts == 1:
+            att = self.buf(f"attn.{L}", sp.heads * d * F32)
+            o_src = VecSource("buffer", sp.heads * d, att)
+        else:
+            att = self.buf(f"attn_part.{L}", sp.heads * parts * (d + 2) * F32)
+            o_src = VecSource("attn_partials", sp.heads * d, att, parts, d)
+        self.stage(f"{L}.attn", [
+            Draft(f"{L}.attn.g{g}.p{j}",
+                  Attention(g, j, parts, sp.heads, kvh, d, self.max_seq, q, kc, vc, att),
+                  (f"qkv.{L}.g{g}",), f"attn.{L}")
+            for g in range(kvh) for j in range(parts)
+        ])
+        h = self.residual_gemv(f"{L}.o", f"{L}.wo", o_src, None, (f"attn.{L}",), x,
+                               f"h.{L}", f"o.{L}", f"{L}.res_attn")
+        # MLP
+        src, norm, waits = self.norm_input(h, f"{L}.mlp_norm", f"xn.{L}.mlp", (f"h.{L}",),
+                                           f"{L}.norm_mlp")
+        inter = sp.intermediate
+        if s.fuse_silu:
+            act = self.vec(f"act.{L}", inter)
+            rows = [((a, b), (inter + a, inter + b)) for a, b in split(inter, self.tiles)]
+            self.gemv_stage(f"{L}.gu", f"{L}.wgu", rows, src, norm, waits,
+                            lambda i, r: SiluMul(act.buffer), lambda i: f"act.{L}")
+        else:
+            gu = self.buf(f"gu.{L}", 2 * inter * F32)
+            rows = [((a, b),) for a, b in split(2 * inter, self.tiles)]
+            self.gemv_stage(f"{L}.gu", f"{L}.wgu", rows, src, norm, waits,
+                            lambda i, r: Store(gu), lambda i: f"gu.{L}")
+            act = self.vec(f"act.{L}", inter)
+            self.stage(f"{L}.silu", [Draft(f"{L}.silu", SiluMulVec(inter, gu, act.buffer),
+                                           (f"gu.{L}",), f"act.{L}")])
+        out = self.residual_gemv(f"{L}.down", f"{L}.wd", act, None, (f"act.{L}",), h,
+                                 f"x.{L}", f"d.{L}", f"{L}.res_mlp")
+        return out, (out.buffer,)
+
+    def residual_gemv(self, tag: str, matrix: str, src: VecSource, norm: str | None,
+                      waits: tuple[str, ...], res: VecSource, dst: str, raw: str,
+                      res_tag: str) -> VecSource:
+        """``dst = res + W @ src``, the add fused into the tiles or as its own stage.
+        The ready counter of ``dst`` is named after it."""
+        n = self.shapes[matrix][0]
+        rows = [((a, b),) for a, b in split(n, self.tiles)]
+        out = self.vec(dst, n)
+        if self.s.fuse_residual:
+            self.gemv_stage(tag, matrix, rows, src, norm, waits,
+                            lambda i, r: Residual(dst, res), lambda i: dst)
+        else:
+            tmp = self.vec(raw, n)
+            self.gemv_stage(tag, matrix, rows, src, norm, waits,
+                            lambda i, r: Store(tmp.buffer), lambda i: raw)
+            self.stage(res_tag, [Draft(res_tag, ResidualAdd(res, raw, dst), (raw,), dst)])
+        return out
+
+    def lm_head(self, x: VecSource, ready: tuple[str, ...]) -> None:
+        sp, s = self.spec, self.s
+        src, norm, waits = self.norm_input(x, "final_norm", "xn.final", ready, "final_norm")
+        matrix = "embed" if sp.tie_embeddings else "lm_head"
+        logits = self.buf("logits", self.steps * sp.vocab * F32)
+        rows = [((a, b),) for a, b in split(sp.vocab, s.lm_tiles or self.blocks)]
+        part = self.buf("lm_part", 2 * len(rows) * F32)
+        self.gemv_stage("lm", matrix, rows, src, norm, waits,
+                        lambda i, r: LogitsArgmax(logits, sp.vocab, part, i), lambda i: "lm")
+        tiles = len(rows) if s.fuse_argmax else 0
+        src_buf = part if s.fuse_argmax else logits
+        self.stage("argmax", [Draft("argmax", Argmax(src_buf, tiles, sp.vocab), ("lm",))])
+
+    # -- assembly --------------------------------------------------------------------------
+    def program(self) -> Program:
+        geom = Geometry(self.position, self.steps, self.wbytes, self.shapes)
+        per_step: dict[str, int] = {}
+        for st in self.stages:
+            for t in st.tasks:
+                if t.signal:
+                    per_step[t.signal] = per_step.get(t.signal, 0) + 1
+        used_weights: set[str] = set()
+        queues = place(self.stages, self.blocks, self.s.sm_policy)
+        out: list[tuple[Task, ...]] = []
+        for q in queues:
+            tasks = []
+            for t in q:
+                reads, writes = t.instr.accesses(geom)
+                used_weights.update(r.buffer for r in reads if r.buffer.startswith("w."))
+                tasks.append(Task(
+                    id=t.id,
+                    op=t.instr.op,
+                    wait=tuple(Wait(c, per_step[c]) for c in t.waits),
+                    read=tuple(reads),
+                    write=tuple(writes),
+                    signal=(Signal(t.signal, 1),) if t.signal else (),
+                    smem_bytes=self.task_smem(t.instr),
+                    args=t.instr.to_args(),
+                ))
+            out.append(tuple(tasks))
+        for name in sorted(used_weights):
+            shape = self.shapes[name[2:]]
+            self.buffers[name] = _prod(shape) * self.wbytes
+        return Program(
+            launch=Launch(self.blocks, self.s.threads, self.s.blocks_per_sm, self.s.smem_bytes),
+            steps=self.steps,
+            buffers=self.buffers,
+            counters=per_step,
+            queues=tuple(out),
+            target=self.target.program_dict(),
+            extra={
+                "model": dataclasses.asdict(self.spec),
+                "dtype": {v: k for k, v in WEIGHT_BYTES.items()}[self.wbytes],
+                "position": self.position,
+                "max_seq": self.max_seq,
+                "schedule": self.s.to_dict(),
+            },
+        )
+
+    def task_smem(self, instr: Instruction) -> int:
+        """Shared memory a task stages: a GEMV tile's weights, up to the launch's budget."""
+        if not isinstance(instr, Gemv):
+            return 0
+        cols = self.shapes[instr.matrix][-1]
+        rows = sum(b - a for a, b in instr.rows)
+        return min(rows * cols * self.wbytes, self.s.smem_bytes)
+
+
+def _prod(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def lower(spec: ModelSpec, schedule: Schedule, target: Target, *, steps: int | None = None,
+          position: int = 0, max_seq: int | None = None, dtype: str = "bf16") -> Program:
+    """The program of ``steps`` decode steps (default ``schedule.steps_per_launch``) starting
+    at sequence ``position``, with KV caches of ``max_seq`` rows (default: just enough)."""
+    from amk_tune.errors import ScheduleError
+
+    steps = schedule.steps_per_launch if steps is None else steps
+    max_seq = position + steps if max_seq is None else max_seq
+    if steps < 1:
+        raise ScheduleError(f"steps = {steps!r}: a launch runs at least one decode step")
+    if position < 0 or position + steps > max_seq:
+        raise ScheduleError(
+            f"positions {position}..{position + steps - 1} do not fit a KV cache of "
+            f"{max_seq} rows: raise max_seq or lower the position"
+        )
+    if dtype not in WEIGHT_BYTES:
+        raise ScheduleError(f"dtype {dtype!r} is not lowered yet; choose one of {list(WEIGHT_BYTES)}")
+    return _Lowerer(spec, schedule, target, steps=steps, position=position, max_seq=max_seq,
+                    dtype=dtype).lower()
+
+
+__all__ = ["lower", "split", "qkv_tiles", "weight_buffer"]
