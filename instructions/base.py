@@ -12,6 +12,7 @@ three things about itself:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
@@ -81,7 +82,7 @@ class Instruction:
         raise NotImplementedError
 
     def to_args(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        return {name: plain(getattr(self, name)) for name in field_names(type(self))}
 
     @classmethod
     def from_args(cls, args: dict[str, Any]) -> Instruction:
@@ -112,12 +113,25 @@ def decode(op: str, args: dict[str, Any]) -> Instruction:
         raise ProgramError(f"bad args for op {op!r}: {e}") from None
 
 
-def _plain(value: Any) -> Any:
-    """dataclasses.asdict output with tuples as lists (JSON shape)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+@functools.cache
+def field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+_SCALARS = (int, float, str, bool, type(None))
+
+
+def plain(value: Any) -> Any:
+    """A field value in JSON shape: nested dataclasses as objects, tuples as lists."""
+    if type(value) in _SCALARS:
+        return value
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
+    if dataclasses.is_dataclass(value):
+        to_args = getattr(value, "to_args", None)
+        if to_args is not None:
+            return to_args()
+        return {name: plain(getattr(value, name)) for name in field_names(type(value))}
     return value
 
 
@@ -125,8 +139,7 @@ def build_dataclass(cls: type, args: Any) -> Any:
     """Rebuild a (possibly nested) frozen dataclass from its ``to_args`` form."""
     if not isinstance(args, dict):
         raise TypeError(f"{cls.__name__} args must be an object, got {args!r}")
-    hints = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(args) - set(hints)
+    unknown = set(args) - set(field_names(cls))
     if unknown:
         raise KeyError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
     kwargs: dict[str, Any] = {}

@@ -7,13 +7,12 @@ argmax. Each epilogue declares the bytes it touches and has its NumPy twin.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
-from instructions.base import F32, ExecContext, Geometry, build_dataclass
+from instructions.base import F32, ExecContext, Geometry, plain, build_dataclass, field_names
 from instructions.reference_math import rope_pairs, silu
 from instructions.vec_source import VecSource
 from vm.program import Range
@@ -31,11 +30,9 @@ class Epilogue:
         raise NotImplementedError
 
     def to_args(self) -> dict[str, Any]:
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
-        out: dict[str, Any] = {"kind": self.kind}
-        for name, value in fields.items():
-            out[name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
-        return out
+        return {"kind": self.kind} | {
+            name: plain(getattr(self, name)) for name in field_names(type(self))
+        }
 
 
 def _row_ranges(buffer: str, rows: Rows) -> list[Range]:

@@ -3,13 +3,12 @@ tile's weight rows, fused epilogue. Every projection of the model is one of thes
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from instructions.base import NESTED, ExecContext, Geometry, Instruction, register
+from instructions.base import NESTED, ExecContext, Geometry, Instruction, plain, register
 from instructions.epilogues import Epilogue, Rows, decode_epilogue
 from instructions.reference_math import rmsnorm
 from instructions.vec_source import VecSource
@@ -52,7 +51,7 @@ class Gemv(Instruction):
         return {
             "matrix": self.matrix,
             "rows": [list(r) for r in self.rows],
-            "src": dataclasses.asdict(self.src),
+            "src": plain(self.src),
             "norm": self.norm,
             "epilogue": self.epilogue.to_args(),
         }

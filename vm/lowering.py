@@ -259,6 +259,7 @@ class _Lowerer:
                     signal=(Signal(t.signal, 1),) if t.signal else (),
                     smem_bytes=self.task_smem(t.instr),
                     args=t.instr.to_args(),
+                    instr=t.instr,
                 ))
             out.append(tuple(tasks))
         for name in sorted(used_weights):

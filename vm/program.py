@@ -68,6 +68,9 @@ class Task:
     signal: tuple[Signal, ...] = ()
     smem_bytes: int = 0
     args: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    # the decoded instruction of ``op``/``args`` when lowering made the task (never
+    # serialised; a program read from JSON decodes its args instead)
+    instr: Any = field(default=None, hash=False, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -9,6 +9,7 @@ up as a wrong answer (scratch buffers start as NaN) instead of hiding behind a l
 
 from __future__ import annotations
 
+import heapq
 import random
 from dataclasses import dataclass, field
 
@@ -98,7 +99,8 @@ class ReferenceVM:
         self.position = int(program.extra.get("position", 0))
         self.state = state or VmState()
         self.instrs: list[list[Instruction]] = [
-            [decode(t.op, t.args) for t in q] for q in program.queues
+            [t.instr if getattr(t.instr, "op", None) == t.op else decode(t.op, t.args) for t in q]
+            for q in program.queues
         ]
 
     def run(self, tokens: list[int], *, seed: int | None = None) -> LaunchResult:
@@ -132,7 +134,8 @@ class _Scheduler:
         self.counters = dict.fromkeys(program.counters, 0)
         self.pc = [0] * len(program.queues)  # index into queue
         self.step = [0] * len(program.queues)
-        self.parked: dict[str, list[int]] = {}
+        # counter -> heap of (threshold, block): a signal wakes only the blocks it satisfies
+        self.parked: dict[str, list[tuple[int, int]]] = {}
 
     def blocker(self, b: int) -> tuple[str, int] | None:
         """The first (counter, threshold) the head task of block ``b`` still waits for."""
@@ -165,8 +168,10 @@ class _Scheduler:
             else:
                 self.try_ready(b, ready)
             for sig in task.signal:
-                for w in self.parked.pop(sig.counter, []):
-                    self.try_ready(w, ready)
+                heap = self.parked.get(sig.counter)
+                value = self.counters[sig.counter]
+                while heap and heap[0][0] <= value:
+                    self.try_ready(heapq.heappop(heap)[1], ready)
         if done != len(live):
             self.deadlock()
 
@@ -175,7 +180,7 @@ class _Scheduler:
         if blk is None:
             ready.append(b)
         else:
-            self.parked.setdefault(blk[0], []).append(b)
+            heapq.heappush(self.parked.setdefault(blk[0], []), (blk[1], b))
 
     def execute(self, b: int, task: Task) -> None:
         try:

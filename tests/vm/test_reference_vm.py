@@ -81,7 +81,7 @@ def test_program_for_other_weights_is_refused(tiny, tiny_untied):
 
 
 def test_unknown_instruction_is_refused(tiny):
-    p = lower(TINY, Schedule(), H100)
+    p = Program.from_dict(lower(TINY, Schedule(), H100).to_dict())  # as read from JSON
     t: Task = p.queues[0][0]
     q0 = (dataclasses.replace(t, op="fft"), *p.queues[0][1:])
     with pytest.raises(Exception, match="unknown instruction op 'fft'"):
