@@ -16,6 +16,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_spec(args: argparse.Namespace) -> ModelSpec:
-    from amk_tune.model.loaders import load_spec
+    from amk_tune.model.loaders import inspect_model
+    from amk_tune.model.presets import with_layers
 
-    return load_spec(args.model, layers=args.layers)
+    return with_layers(inspect_model(args.model), args.layers)
