@@ -107,5 +107,7 @@ class Schedule:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
-            raise ScheduleError(f"schedule file {str(p)!r} is not JSON: {e.msg} (line {e.lineno})")
+            raise ScheduleError(
+                f"schedule file {str(p)!r} is not JSON: {e.msg} (line {e.lineno})"
+            ) from None
         return Schedule.from_dict(data)

@@ -12,7 +12,6 @@ from amk_tune.model.presets import PRESETS
 from amk_tune.oracle import compare, hf_model, hf_reference
 from amk_tune.targets import get_target
 from space.schedule import Schedule
-
 from vm.decode import cpu_runner, greedy_generate
 
 PROMPT = [11, 400, 7, 29]

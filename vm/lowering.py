@@ -124,7 +124,7 @@ class _Lowerer:
 
     # -- the model -----------------------------------------------------------------------
     def lower(self) -> Program:
-        sp, s = self.spec, self.s
+        sp = self.spec
         self.buf("tokens", (self.steps + 1) * I32)
         self.buf("out_tokens", self.steps * I32)
         self.stage("token", [Draft("token", Token(), (), "tok")])
@@ -135,8 +135,9 @@ class _Lowerer:
         self.lm_head(x, ready)
         return self.program()
 
-    def layer(self, l: int, x: VecSource, ready: tuple[str, ...]) -> tuple[VecSource, tuple[str, ...]]:
-        sp, s, L = self.spec, self.s, f"L{l}"
+    def layer(self, index: int, x: VecSource,
+              ready: tuple[str, ...]) -> tuple[VecSource, tuple[str, ...]]:
+        sp, s, L = self.spec, self.s, f"L{index}"
         d, kvh = sp.head_dim, sp.kv_heads
         q = self.buf(f"q.{L}", sp.heads * d * F32)
         cache = sp.kv_heads * self.max_seq * d * F32
@@ -313,9 +314,11 @@ def lower(spec: ModelSpec, schedule: Schedule, target: Target, *, steps: int | N
             f"{max_seq} rows: raise max_seq or lower the position"
         )
     if dtype not in WEIGHT_BYTES:
-        raise ScheduleError(f"dtype {dtype!r} is not lowered yet; choose one of {list(WEIGHT_BYTES)}")
+        raise ScheduleError(
+            f"dtype {dtype!r} is not lowered yet; choose one of {list(WEIGHT_BYTES)}"
+        )
     return _Lowerer(spec, schedule, target, steps=steps, position=position, max_seq=max_seq,
                     dtype=dtype).lower()
 
 
-__all__ = ["lower", "split", "qkv_tiles", "weight_buffer"]
+__all__ = ["lower", "qkv_tiles", "split", "weight_buffer"]

@@ -185,6 +185,13 @@ def _need(obj: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
     return value
 
 
+def _optional_int(obj: dict, key: str, where: str) -> int:
+    value = obj.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProgramError(f"{where}.{key} = {value!r} has the wrong type")
+    return value
+
+
 def _range(r: Any, where: str) -> Range:
     stride = r.get("stride", 0) if isinstance(r, dict) else 0
     if isinstance(stride, bool) or not isinstance(stride, int):
@@ -212,10 +219,11 @@ def _task(t: Any, where: str) -> Task:
         read=tuple(_range(r, f"{where}.read") for r in lists["read"]),
         write=tuple(_range(r, f"{where}.write") for r in lists["write"]),
         signal=tuple(
-            Signal(_need(s, "counter", str, f"{where}.signal"), _need(s, "add", int, f"{where}.signal"))
+            Signal(_need(s, "counter", str, f"{where}.signal"),
+                   _need(s, "add", int, f"{where}.signal"))
             for s in lists["signal"]
         ),
-        smem_bytes=t.get("smem_bytes", 0) if isinstance(t.get("smem_bytes", 0), int) else -1,
+        smem_bytes=_optional_int(t, "smem_bytes", where),
         args=args,
     )
 
@@ -237,7 +245,7 @@ def _parse_program(d: Any) -> Program:
             blocks=_need(launch, "blocks", int, "launch"),
             threads=_need(launch, "threads", int, "launch"),
             blocks_per_sm=launch.get("blocks_per_sm", 1),
-            smem_bytes=launch.get("smem_bytes", 0),
+            smem_bytes=_optional_int(launch, "smem_bytes", "launch"),
         ),
         steps=_need(d, "steps", int, "program"),
         buffers={n: _need(b, "bytes", int, f"buffers[{n!r}]") for n, b in buffers.items()},

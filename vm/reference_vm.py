@@ -109,7 +109,9 @@ class ReferenceVM:
         random valid interleaving of the blocks; None runs them in a fixed order."""
         p = self.program
         if not 1 <= len(tokens) <= p.steps:
-            raise VmError(f"a launch of {p.steps} steps takes 1..{p.steps} tokens, got {len(tokens)}")
+            raise VmError(
+                f"a launch of {p.steps} steps takes 1..{p.steps} tokens, got {len(tokens)}"
+            )
         for name, nbytes in p.buffers.items():
             if not name.startswith("w."):
                 self.state.ensure(name, nbytes)

@@ -36,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
           f"launch {program.launch.blocks} blocks x {program.launch.threads} threads")
     print(f"steps     {program.steps} per launch, from position {args.position}")
     ops = ", ".join(f"{op} {n}" for op, n in sorted(st.tasks_by_op.items()))
-    print(f"tasks     {st.tasks_per_step} per step ({ops}); busiest block {st.busiest_block_tasks}, "
-          f"idle blocks {st.idle_blocks}")
+    print(f"tasks     {st.tasks_per_step} per step ({ops}); "
+          f"busiest block {st.busiest_block_tasks}, idle blocks {st.idle_blocks}")
     print(f"critical  {st.critical_stages} dependent stages per step")
     print(f"weights   {st.weight_bytes / 1e6:.1f} MB per step; bandwidth floor "
           f"{floor:.0f} us/token at {target.measured_gbps:.0f} GB/s")

@@ -41,14 +41,15 @@ def _gpu() -> str:
     if gpu is None:
         return "none (use --simulate for studies; generate runs with --device cpu)"
     profile = live_target_name() or "no profile: pass --gpu NAME"
-    return f"{gpu.name}, {gpu.arch}, {gpu.sms} SMs, {gpu.memory_bytes / 2**30:.0f} GiB (profile: {profile})"
+    mem = gpu.memory_bytes / 2**30
+    return f"{gpu.name}, {gpu.arch}, {gpu.sms} SMs, {mem:.0f} GiB (profile: {profile})"
 
 
 def _nvrtc() -> str:
     try:
         from cuda.bindings import nvrtc  # type: ignore[import-not-found]
 
-        err, major, minor = nvrtc.nvrtcVersion()
+        _, major, minor = nvrtc.nvrtcVersion()
         return f"cuda-bindings NVRTC {major}.{minor}"
     except Exception:
         return "not available (pip install cuda-bindings nvidia-cuda-nvrtc)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -45,7 +46,7 @@ def test_qkv_tiles_cover_every_head_and_reach_target():
     for head in range(TINY.heads + 2 * TINY.kv_heads):
         pairs = sorted((a, b) for h, a, b in tiles if h == head)
         assert pairs[0][0] == 0 and pairs[-1][1] == TINY.head_dim // 2
-        assert all(x[1] == y[0] for x, y in zip(pairs, pairs[1:], strict=False))
+        assert all(x[1] == y[0] for x, y in itertools.pairwise(pairs))
 
 
 def test_default_program_shape():
