@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from instructions.base import F32, ExecContext, Geometry, plain, build_dataclass, field_names
+from instructions.base import F32, ExecContext, Geometry, build_dataclass, field_names, plain
 from instructions.reference_math import rope_pairs, silu
 from instructions.vec_source import VecSource
 from vm.program import Range

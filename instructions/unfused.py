@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from instructions.base import NESTED, F32, ExecContext, Geometry, Instruction, register
+from instructions.base import F32, NESTED, ExecContext, Geometry, Instruction, register
 from instructions.reference_math import rmsnorm, rope_pairs, silu
 from instructions.vec_source import VecSource
 from vm.program import Range

@@ -80,6 +80,8 @@ _W0, _S0 = HEADER_FIELDS.index("w0_counter"), HEADER_FIELDS.index("s0_counter")
 # The device error record (int32 each), written once by the first block that fails.
 ERROR_FIELDS = ("code", "task", "counter", "need", "seen", "step", "block")
 ERROR_CODES = {"ok": 0, "watchdog": 1, "bad_token": 2, "bad_op": 3}
+# Per block, what it was waiting for when the launch stopped (-1: it was not waiting).
+STUCK_FIELDS = ("task", "counter", "need", "seen", "step")
 
 
 @dataclass(frozen=True)
@@ -227,7 +229,8 @@ def encode(program: Program, spec: ModelSpec) -> Encoded:
             if s.counter not in counters:
                 raise BuildError(f"task {task.id!r} signals undeclared counter {s.counter!r}")
             rec[_S0 + 2 * i : _S0 + 2 * i + 2] = (counters[s.counter], s.add)
-        instr = decode(task.op, task.args)
+        instr = task.instr if getattr(task.instr, "op", None) == task.op else (
+            decode(task.op, task.args))
         fields = ENCODERS[type(instr)](instr, resolver)
         layout = OP_FIELDS[task.op]
         for name, value in fields.items():
@@ -259,6 +262,8 @@ def header_text() -> str:
         f"constexpr int kErrorInts = {len(ERROR_FIELDS)};",
         *(f"constexpr int ERRF_{_ident(f)} = {i};" for i, f in enumerate(ERROR_FIELDS)),
         *(f"constexpr int ERR_{_ident(k)} = {c};" for k, c in ERROR_CODES.items()),
+        f"constexpr int kStuckInts = {len(STUCK_FIELDS)};",
+        *(f"constexpr int STUCK_{_ident(f)} = {i};" for i, f in enumerate(STUCK_FIELDS)),
     ]
     for op, fields in OP_FIELDS.items():
         body = " ".join(f"constexpr int {_ident(f)} = {ARGS + i};" for i, f in enumerate(fields))

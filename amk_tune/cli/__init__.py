@@ -10,7 +10,7 @@ import sys
 
 from amk_tune.errors import AmkError
 
-SUBCOMMANDS = ["doctor", "compile", "generate", "validate"]
+SUBCOMMANDS = ["doctor", "compile", "generate", "validate", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,8 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", help="prompt text (needs a model with a tokenizer)")
     p.add_argument("--prompt-ids", help="comma-separated token ids instead of --prompt")
     p.add_argument("--max-new-tokens", type=int, default=32)
-    p.add_argument("--device", choices=["cpu"], default="cpu",
-                   help="cpu: the NumPy reference VM (the CUDA runner is not built yet)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cpu: the NumPy reference VM; cuda: the megakernel on the GPU")
     p.add_argument("--gpu", default="auto", help="target profile the program is lowered for")
     p.add_argument("--schedule", help="JSON file of schedule knobs")
     p.add_argument("--steps-per-launch", type=int, help="override the schedule's steps per launch")
@@ -55,12 +55,18 @@ def run(args: argparse.Namespace) -> int:
         schedule = schedule.replace(steps_per_launch=args.steps_per_launch)
     ids = prompt_ids(args, model.tokenizer)
     t0 = time.perf_counter()
+    if args.device == "cuda":
+        from vm.gpu_runner import gpu_runner
+
+        runner, where = gpu_runner(model.weights), "megakernel on the GPU"
+    else:
+        runner, where = cpu_runner(model.weights, args.interleave_seed), "reference VM on the CPU"
     gen = greedy_generate(model.weights, schedule, get_target(args.gpu), ids,
-                          args.max_new_tokens, cpu_runner(model.weights, args.interleave_seed))
+                          args.max_new_tokens, runner)
     took = time.perf_counter() - t0
     text = model.tokenizer.decode(gen.tokens) if model.tokenizer else " ".join(map(str, gen.tokens))
     print(text)
-    print(f"[{len(gen.tokens)} tokens, {gen.launches} launches, reference VM on the CPU, "
+    print(f"[{len(gen.tokens)} tokens, {gen.launches} launches, {where}, "
           f"{took:.1f} s; prompt fed token by token]", file=sys.stderr)
     if not args.verify:
         return 0

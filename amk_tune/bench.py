@@ -1,0 +1,119 @@
+"""``amk-tune bench``: megakernel us/token against the torch baselines, in one process, on the
+same weights, with the oracle verdict of the very launches that were timed.
+
+Method: the prompt (``position`` tokens) goes through one megakernel launch, filling the KV
+caches; then a launch of ``steps`` decode steps at ``position`` is prepared once and timed
+back to back (CUDA events around each launch, counters reset inside it), after warm-up.
+Every replay rewrites the same cache rows with the same values, so the first replay's
+logits and tokens are those of every replay: together with the prompt launch they are
+checked against HF eager (``amk_tune.oracle``). us/token = launch time / steps.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+
+import numpy as np
+
+from amk_tune.baselines import Timing, torch_baselines
+from amk_tune.model.weights import ModelWeights
+from amk_tune.targets import Target
+from space.schedule import Schedule
+from vm.lowering import lower
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    device: str
+    model: str
+    position: int
+    steps: int
+    megakernel: Timing  # us per token
+    verdict: str
+    baselines: dict[str, Timing | str]  # us per token (one step each)
+    floor_us: float
+    weight_bytes: int
+    gbps: float
+    date: str
+
+    def table(self) -> str:
+        rows = [("megakernel", self.megakernel, f"{self.steps} steps/launch; oracle "
+                 f"{self.verdict}")]
+        rows += [(name, t, "") for name, t in self.baselines.items()]
+        lines = [
+            f"bench: {self.model} bf16, position {self.position}, {self.device}, {self.date}",
+            f"{'what':<28} {'us/token':>10} {'p10-p90':>17}  note",
+        ]
+        for name, t, note in rows:
+            if isinstance(t, Timing):
+                spread = f"{t.p10_us:.1f}-{t.p90_us:.1f}"
+                lines.append(f"{name:<28} {t.median_us:>10.1f} {spread:>17}  {note}")
+            else:
+                lines.append(f"{name:<28} {'-':>10} {'':>17}  {t}")
+        frac = self.floor_us / self.megakernel.median_us
+        lines.append(f"{'bandwidth floor':<28} {self.floor_us:>10.1f} {'':>17}  "
+                     f"{self.weight_bytes / 1e6:.0f} MB at {self.gbps:.0f} GB/s")
+        lines.append(f"{'megakernel / floor':<28} {100 * frac:>9.1f}%")
+        return "\n".join(lines)
+
+
+def prompt_ids(weights: ModelWeights, tokenizer, position: int) -> list[int]:
+    """``position`` prompt tokens: a real text when there is a tokenizer, else seeded ids."""
+    if tokenizer is not None:
+        text = ("The lighthouse keeper climbed the stairs every night, counting the steps "
+                "and listening to the sea below, until one evening he found a letter. ") * 8
+        ids = [int(t) for t in tokenizer.encode(text, add_special_tokens=False)]
+        if len(ids) >= position:
+            return ids[:position]
+    rng = np.random.default_rng(position)
+    return [int(t) for t in rng.integers(0, weights.spec.vocab, position)]
+
+
+def bench(weights: ModelWeights, target: Target, *, tokenizer=None, position: int = 16,
+          steps: int = 8, schedule: Schedule | None = None, iters: int = 200,
+          compile_baseline: bool = True, verify: bool = True) -> BenchResult:
+    from vm.gpu_runner import GpuMachine
+
+    if position < 1:
+        raise ValueError("position must be >= 1: the prompt fills the cache first")
+    spec = weights.spec
+    sched = schedule or Schedule()
+    total = position + steps
+    prompt = prompt_ids(weights, tokenizer, position)
+    machine = GpuMachine(weights)
+    pre = lower(spec, sched, target, steps=position, position=0, max_seq=total)
+    first = machine.launch(pre, prompt)
+    program = lower(spec, sched, target, steps=steps, position=position, max_seq=total)
+    prepared = machine.prepare(program, [int(first.tokens[-1])])
+    machine.start(prepared)
+    machine.finish(prepared)
+    logits = np.concatenate([first.logits, machine.buffers["logits"].get().reshape(steps, -1)])
+    tokens = [int(first.tokens[-1]), *machine.buffers["out_tokens"].get().view(np.int32)]
+    verdict = "not checked"
+    if verify:
+        from amk_tune.oracle import compare, hf_reference
+
+        ref = hf_reference(weights, prompt, steps + 1)
+        verdict = compare(ref, tokens, logits).message
+    cp = machine.cp
+    for _ in range(5):
+        machine.start(prepared)
+    cp.cuda.Device().synchronize()
+    events = [(cp.cuda.Event(), cp.cuda.Event()) for _ in range(iters)]
+    for a, b in events:
+        a.record()
+        machine.start(prepared)
+        b.record()
+    machine.finish(prepared)
+    mk = Timing.of([cp.cuda.get_elapsed_time(a, b) * 1e3 for a, b in events]).scaled(1 / steps)
+    base = torch_baselines(weights, position, iters, compile=compile_baseline)
+    wbytes = spec.weight_bytes_per_token(2.0)
+    dev = cp.cuda.runtime.getDeviceProperties(0)
+    name = dev["name"].decode() if isinstance(dev["name"], bytes) else str(dev["name"])
+    return BenchResult(
+        device=f"{name} ({machine.arch}, {dev['multiProcessorCount']} SMs)",
+        model=spec.name, position=position, steps=steps, megakernel=mk, verdict=verdict,
+        baselines=base, floor_us=target.floor_us(wbytes), weight_bytes=wbytes,
+        gbps=target.measured_gbps, date=datetime.date.today().isoformat(),
+    )

@@ -1,0 +1,144 @@
+// What every instruction's device code shares: the execution context, bf16 loads,
+// block reductions and the vector-source prologue (instructions/vec_source.py).
+#pragma once
+
+namespace amk {
+
+constexpr int kWarps = cfg::kThreads / 32;
+
+struct Ctx {
+  void* const* buf;    // the launch's buffer table (enc::kBuf* first)
+  const float* rope;   // [positions][2][head_dim / 2]: cos then sin, HF's float32 values
+  float* x;            // shared: the input vector of the task (cfg::kMaxVec floats)
+  unsigned char* stage;  // shared: staged weights / attention scratch (cfg::kStageBytes)
+  float* red;          // shared: reduction scratch (cfg::kRedFloats)
+  int step, position, forced_upto;
+};
+
+__device__ __forceinline__ float* f32(const Ctx& c, int b) {
+  return reinterpret_cast<float*>(c.buf[b]);
+}
+__device__ __forceinline__ int* i32(const Ctx& c, int b) {
+  return reinterpret_cast<int*>(c.buf[b]);
+}
+// Weights never change during a launch: the read-only path is safe for them (and only them:
+// activations are written by other blocks of the same launch).
+__device__ __forceinline__ const unsigned short* w16(const Ctx& c, int b) {
+  return reinterpret_cast<const unsigned short*>(c.buf[b]);
+}
+__device__ __forceinline__ float bf16(unsigned short h) {
+  return __uint_as_float(static_cast<unsigned>(h) << 16);
+}
+__device__ __forceinline__ float bf16_lo(unsigned w) { return __uint_as_float(w << 16); }
+__device__ __forceinline__ float bf16_hi(unsigned w) { return __uint_as_float(w & 0xffff0000u); }
+
+__device__ __forceinline__ float neg_inf() { return __int_as_float(0xff800000u); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over the block; every thread gets the result. Uses red[0 .. kWarps].
+__device__ float block_sum(float v, float* red) {
+  v = warp_sum(v);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  __syncthreads();  // red may still be read by a previous reduction
+  if (lane == 0) red[warp] = v;
+  __syncthreads();
+  float t = 0.f;
+  for (int w = 0; w < kWarps; ++w) t += red[w];
+  return t;
+}
+
+// (value, index) arg-max with torch's tie rule: the larger value, then the lower index.
+__device__ __forceinline__ void better(float& v, int& i, float v2, int i2) {
+  if (v2 > v || (v2 == v && i2 < i)) { v = v2; i = i2; }
+}
+__device__ __forceinline__ void warp_argmax(float& v, int& i) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float v2 = __shfl_xor_sync(0xffffffffu, v, o);
+    const int i2 = __shfl_xor_sync(0xffffffffu, i, o);
+    better(v, i, v2, i2);
+  }
+}
+// Block arg-max; result valid in every thread. Uses red[0 .. 2 * kWarps].
+__device__ void block_argmax(float& v, int& i, float* red) {
+  warp_argmax(v, i);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  __syncthreads();
+  if (lane == 0) { red[warp] = v; reinterpret_cast<int*>(red)[kWarps + warp] = i; }
+  __syncthreads();
+  v = red[0]; i = reinterpret_cast<int*>(red)[kWarps];
+  for (int w = 1; w < kWarps; ++w) better(v, i, red[w], reinterpret_cast<int*>(red)[kWarps + w]);
+}
+
+// ---- vector sources (fields kind, n, buf, parts, head_dim starting at rec[base]) ----------
+__device__ __forceinline__ int step_token(const Ctx& c) { return i32(c, enc::kBufTokens)[c.step]; }
+
+// Element r of a ``buffer`` or ``embed`` source (the residual operand).
+__device__ __forceinline__ float vec_at(const Ctx& c, const int* rec, int base, int r) {
+  const int kind = rec[base], n = rec[base + 1], b = rec[base + 2];
+  if (kind == enc::SRC_EMBED) return bf16(w16(c, b)[(size_t)step_token(c) * n + r]);
+  return f32(c, b)[r];
+}
+
+// Whole source into dst[0 .. n) (shared memory); ends with __syncthreads().
+__device__ void load_vec(const Ctx& c, const int* rec, int base, float* dst) {
+  const int kind = rec[base], n = rec[base + 1], b = rec[base + 2];
+  if (kind == enc::SRC_BUFFER) {
+    const float* src = f32(c, b);
+    for (int i = threadIdx.x; i < n; i += cfg::kThreads) dst[i] = src[i];
+  } else if (kind == enc::SRC_EMBED) {
+    const unsigned short* row = w16(c, b) + (size_t)step_token(c) * n;
+    for (int i = threadIdx.x; i < n; i += cfg::kThreads) dst[i] = bf16(row[i]);
+  } else {  // flash-decoding partials [heads, parts, head_dim + 2] -> merged heads
+    const int parts = rec[base + 3], hd = rec[base + 4], w = hd + 2;
+    const float* P = f32(c, b);
+    for (int e = threadIdx.x; e < n; e += cfg::kThreads) {
+      const int h = e / hd, d = e - h * hd;
+      const float* ph = P + (size_t)h * parts * w;
+      float top = neg_inf();
+      for (int p = 0; p < parts; ++p) top = fmaxf(top, ph[p * w]);
+      float total = 0.f, acc = 0.f;
+      for (int p = 0; p < parts; ++p) {
+        const float m = ph[p * w];
+        const float wt = (m == neg_inf()) ? 0.f : expf(m - top);
+        total += wt * ph[p * w + 1];
+        acc += wt * ph[p * w + 2 + d];
+      }
+      dst[e] = acc / total;
+    }
+  }
+  __syncthreads();
+}
+
+// In place: x = w * (x * rsqrt(mean(x^2) + eps)), LlamaRMSNorm's float32 order.
+__device__ void rmsnorm_inplace(const Ctx& c, float* x, int n, int weight) {
+  float ss = 0.f;
+  for (int i = threadIdx.x; i < n; i += cfg::kThreads) ss += x[i] * x[i];
+  ss = block_sum(ss, c.red);
+  const float inv = 1.0f / sqrtf(ss / (float)n + cfg::kRmsEps);
+  const unsigned short* w = w16(c, weight);
+  for (int i = threadIdx.x; i < n; i += cfg::kThreads) x[i] = bf16(w[i]) * (x[i] * inv);
+  __syncthreads();
+}
+
+__device__ __forceinline__ float silu(float v) { return v / (1.0f + expf(-v)); }
+
+// RoPE angle tables of the absolute position ``pos`` (entry p rotates dims p and p + D/2).
+__device__ __forceinline__ float rope_cos(const Ctx& c, int pos, int p) {
+  return c.rope[(size_t)pos * cfg::kHeadDim + p];
+}
+__device__ __forceinline__ float rope_sin(const Ctx& c, int pos, int p) {
+  return c.rope[(size_t)pos * cfg::kHeadDim + cfg::kHeadDim / 2 + p];
+}
+
+}  // namespace amk

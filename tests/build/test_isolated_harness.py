@@ -1,0 +1,44 @@
+"""The isolated-instruction harness the GPU tests rely on, checked on the CPU: the twin
+passes against itself, and compare() catches the failures it exists to catch."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from amk_tune.targets import get_target
+from space.schedule import Schedule
+from tests.conftest import TINY
+from vm.isolated import compare, isolate, random_state, run_twin, task_weights
+from vm.lowering import lower
+
+
+def _one(op: str, sched: Schedule):
+    program = lower(TINY, sched, get_target("h100"), position=5, max_seq=8)
+    task = next(t for _, _, t in program.tasks() if t.op == op)
+    lone = isolate(program, task)
+    return lone, task_weights(lone, 0), random_state(lone, 1)
+
+
+def test_twin_against_itself_passes_and_writes_every_declared_float():
+    for op in ("gemv", "attention", "argmax", "token"):
+        for sched in (Schedule(), Schedule(fuse_norm=False, fuse_rope=False, split_kv=3,
+                                           fuse_argmax=False)):
+            lone, w, inputs = _one(op, sched)
+            twin = run_twin(lone, w, inputs)
+            assert compare(inputs, twin, twin) == []
+
+
+def test_compare_catches_unwritten_wrong_and_stray_writes():
+    lone, w, inputs = _one("gemv", Schedule())
+    twin = run_twin(lone, w, inputs)
+    (name,) = [n for n, m in inputs.written.items() if m.any() and n not in ("tokens",)][:1]
+    idx = np.flatnonzero(inputs.written[name])
+    for corrupt, expect in ((np.nan, "not written"), (1e3, "max error")):
+        bad = {k: v.copy() for k, v in twin.items()}
+        bad[name][idx[0]] = corrupt
+        assert any(expect in p for p in compare(inputs, bad, twin))
+    outside = np.flatnonzero(~inputs.written[name])
+    if outside.size:
+        bad = {k: v.copy() for k, v in twin.items()}
+        bad[name][outside[0]] += 1.0
+        assert any("outside the declared writes" in p for p in compare(inputs, bad, twin))

@@ -1,0 +1,224 @@
+"""Run programs on the GPU: the loader (residency check, cooperative launch, watchdog
+report) and the Runner that ``vm.decode.greedy_generate`` drives.
+
+``GpuMachine`` is one generation's device state: weights uploaded once as bf16, every
+activation / KV-cache buffer fp32 and poisoned with NaN when first created (as the
+reference VM's ``VmState``), counters zeroed once per launch. A launch whose blocks cannot
+all be resident is refused before it starts; a wait that spins past the watchdog bound
+stops the kernel and is raised here as ``VmDeadlock`` naming the task and the counter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+from amk_tune.errors import VmDeadlock, VmError
+from amk_tune.model.rope import rope_cos_sin
+from amk_tune.model.weights import ModelWeights, bf16_bits
+from vm import encoding
+from vm.build import KERNEL_NAME, Built, KernelConfig, build, config_for
+from vm.program import Program
+from vm.reference_vm import LaunchResult, spec_of
+
+DEFAULT_WATCHDOG_S = 2.0
+
+
+def _cupy():
+    try:
+        import cupy
+    except ImportError as e:
+        raise VmError("the GPU runner needs CuPy: pip install 'amk-tune[gpu]'") from e
+    return cupy
+
+
+def device_arch() -> str:
+    cp = _cupy()
+    return f"sm_{cp.cuda.Device().compute_capability}"
+
+
+class GpuKernel:
+    """A built megakernel loaded on the current device, with its residency limit."""
+
+    def __init__(self, built: Built) -> None:
+        cp = _cupy()
+        self.built, self.config = built, built.config
+        module = cp.RawModule(path=str(built.cubin), enable_cooperative_groups=True)
+        self.fn = module.get_function(KERNEL_NAME)
+        smem = self.config.smem_bytes
+        if smem > 48 * 1024:
+            self.fn.max_dynamic_shared_size_bytes = smem
+        self.per_sm = cp.cuda.driver.occupancyMaxActiveBlocksPerMultiprocessor(
+            self.fn.kernel.ptr, self.config.threads, smem)
+        self.sms = cp.cuda.Device().attributes["MultiProcessorCount"]
+        self.registers = self.fn.num_regs
+        self.spills = self.fn.local_size_bytes
+
+    def check_resident(self, blocks: int) -> None:
+        """Refuse a grid that cannot be co-resident: its spin-waits could hang forever."""
+        if blocks > self.sms * self.per_sm:
+            raise VmError(
+                f"refusing to launch {blocks} blocks: only {self.per_sm} block(s) of "
+                f"{self.config.threads} threads with {self.config.smem_bytes} B of shared "
+                f"memory ({self.registers} registers/thread) fit on each of {self.sms} SMs; "
+                "lower blocks_per_sm, threads or smem_bytes"
+            )
+
+
+@cache
+def load_kernel(cfg: KernelConfig, arch: str) -> GpuKernel:
+    return GpuKernel(build(cfg, arch))
+
+
+@dataclass
+class Prepared:
+    """One launch ready to go (and to replay: bench times ``start`` back to back)."""
+
+    kernel: GpuKernel
+    args: tuple
+    blocks: int
+    steps: int
+    encoded: encoding.Encoded
+
+
+class GpuMachine:
+    """Device buffers of one generation; ``launch`` runs one program on them."""
+
+    def __init__(self, weights: ModelWeights, *, watchdog_s: float = DEFAULT_WATCHDOG_S,
+                 arch: str | None = None) -> None:
+        self.cp = _cupy()
+        self.weights, self.spec = weights, weights.spec
+        self.watchdog_ns = int(watchdog_s * 1e9)
+        self.arch = arch or device_arch()
+        self.buffers: dict[str, object] = {}
+        self._weights: dict[str, object] = {}
+        self._rope_rows: list[np.ndarray] = []
+        self._rope = None
+        self.counters = self.cp.zeros(1, dtype=self.cp.int32)
+        self.error = self.cp.zeros(len(encoding.ERROR_FIELDS), dtype=self.cp.int32)
+        self.stuck = self.cp.full(1, -1, dtype=self.cp.int32)
+
+    # -- buffers ---------------------------------------------------------------------------
+    def weight(self, tensor: str):
+        """Upload ``tensor`` once as bf16 bits (the values are exact bf16 already)."""
+        buf = self._weights.get(tensor)
+        if buf is None:
+            buf = self.cp.asarray(bf16_bits(self.weights.tensors[tensor]).ravel())
+            self._weights[tensor] = buf
+        return buf
+
+    def ensure(self, name: str, nbytes: int):
+        """The fp32 buffer ``name``; created NaN-poisoned, kept while its size holds."""
+        buf = self.buffers.get(name)
+        if buf is None or buf.nbytes != nbytes:
+            buf = self.cp.full(nbytes // 4, np.nan, dtype=self.cp.float32)
+            self.buffers[name] = buf
+        return buf
+
+    def rope(self, positions: int):
+        """Device table [positions][cos(D/2) | sin(D/2)], HF's exact float32 values."""
+        while len(self._rope_rows) < positions:
+            cos, sin = rope_cos_sin(self.spec, len(self._rope_rows))
+            self._rope_rows.append(np.concatenate([cos, sin]).astype(np.float32))
+            self._rope = None
+        if self._rope is None or self._rope.shape[0] < positions:
+            self._rope = self.cp.asarray(np.stack(self._rope_rows))
+        return self._rope
+
+    # -- launches --------------------------------------------------------------------------
+    def prepare(self, program: Program, tokens: list[int]) -> Prepared:
+        if spec_of(program) != self.spec:
+            raise VmError(f"program was lowered for model {spec_of(program).name!r} but the "
+                          f"weights are {self.spec.name!r}: lower it for these weights")
+        steps = program.steps
+        if not 1 <= len(tokens) <= steps:
+            raise VmError(f"a launch of {steps} steps takes 1..{steps} tokens, got {len(tokens)}")
+        if len(program.queues) != program.launch.blocks:
+            raise VmError(f"{len(program.queues)} queues for a grid of {program.launch.blocks}")
+        kernel = load_kernel(config_for(program, self.spec), self.arch)
+        kernel.check_resident(program.launch.blocks)
+        enc = encoding.encode(program, self.spec)  # ~0.3 s for SmolLM2: less than lowering
+        table, offsets = self.cp.asarray(enc.table.ravel()), self.cp.asarray(enc.offsets)
+        ptrs = []
+        for name in enc.buffers:
+            if name.startswith("w."):
+                ptrs.append(self.weight(name[2:]).data.ptr)
+            else:
+                ptrs.append(self.ensure(name, program.buffers[name]).data.ptr)
+        tok = np.full(steps + 1, -1, dtype=np.int32)
+        tok[: len(tokens)] = tokens
+        self.buffers["tokens"].set(tok.view(np.float32))
+        if self.counters.size != max(1, len(enc.counters)):
+            self.counters = self.cp.zeros(max(1, len(enc.counters)), dtype=self.cp.int32)
+        nstuck = program.launch.blocks * len(encoding.STUCK_FIELDS)
+        if self.stuck.size != nstuck:  # written only by a failing launch; reset after one
+            self.stuck = self.cp.full(nstuck, -1, dtype=self.cp.int32)
+        position = int(program.extra.get("position", 0))
+        rope = self.rope(position + steps)
+        args = (table, offsets, self.cp.asarray(np.array(ptrs, dtype=np.uint64)),
+                self.counters, self.error, self.stuck, rope, np.int32(steps), np.int32(position),
+                np.int32(len(tokens)), np.int64(self.watchdog_ns))
+        return Prepared(kernel, args, program.launch.blocks, steps, enc)
+
+    def start(self, p: Prepared) -> None:
+        """Zero the counters and the error record, launch (asynchronous)."""
+        self.counters.fill(0)
+        self.error.fill(0)
+        p.kernel.fn((p.blocks,), (p.kernel.config.threads,), p.args,
+                    shared_mem=p.kernel.config.smem_bytes)
+
+    def finish(self, p: Prepared) -> None:
+        """Wait for the launch; raise what the device reported."""
+        try:
+            self.cp.cuda.Device().synchronize()
+        except Exception as e:  # a fault: the context is gone, say which launch
+            raise VmError(f"the megakernel crashed: {e}") from e
+        err = dict(zip(encoding.ERROR_FIELDS, self.error.get().tolist(), strict=True))
+        if err["code"]:
+            stuck = self.stuck.get().reshape(-1, len(encoding.STUCK_FIELDS))
+            self.stuck.fill(-1)
+            raise _device_error(err, stuck, p.encoded)
+
+    def launch(self, program: Program, tokens: list[int]) -> LaunchResult:
+        p = self.prepare(program, tokens)
+        self.start(p)
+        self.finish(p)
+        vocab = self.spec.vocab
+        logits = self.buffers["logits"].get().reshape(program.steps, vocab)
+        out = self.buffers["out_tokens"].get().view(np.int32).copy()
+        return LaunchResult(out, logits)
+
+
+def _device_error(err: dict[str, int], stuck: np.ndarray, enc: encoding.Encoded) -> VmError:
+    task = enc.task_ids[err["task"]] if 0 <= err["task"] < len(enc.task_ids) else "?"
+    where = f"task {task!r} (block {err['block']}, step {err['step']})"
+    if err["code"] == encoding.ERROR_CODES["watchdog"]:
+        counter = enc.counters[err["counter"]]
+        waiting = [
+            f"block {b} task {enc.task_ids[t]!r} (step {s}) waits {enc.counters[c]} >= {n}, "
+            f"has {seen}"
+            for b, (t, c, n, seen, s) in enumerate(stuck.tolist()) if t >= 0
+        ]
+        shown = "; ".join(waiting[:6]) + (f"; ... {len(waiting) - 6} more"
+                                          if len(waiting) > 6 else "")
+        return VmDeadlock(f"GPU watchdog: {where} waited on counter {counter!r} >= "
+                          f"{err['need']} but it stayed at {err['seen']}; the kernel stopped. "
+                          f"Stuck: {shown}")
+    if err["code"] == encoding.ERROR_CODES["bad_token"]:
+        return VmError(f"{where}: token {err['seen']} is outside the vocabulary "
+                       f"(0..{err['need'] - 1}); it was never written")
+    return VmError(f"{where}: the kernel reported error code {err['code']} ({err})")
+
+
+def gpu_runner(weights: ModelWeights, **kw) -> Callable[[Program, list[int]], LaunchResult]:
+    """A ``vm.decode.Runner`` on the GPU; the KV caches live on between its launches."""
+    machine = GpuMachine(weights, **kw)
+
+    def run(program: Program, tokens: list[int]) -> LaunchResult:
+        return machine.launch(program, tokens)
+
+    run.machine = machine  # type: ignore[attr-defined]
+    return run
