@@ -23,6 +23,8 @@ Cross-step order comes from block 0 alone: argmax of step s precedes token of st
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 from dataclasses import dataclass, field
 
 from amk_tune.model.spec import ModelSpec
@@ -83,9 +85,9 @@ def _qkv_group(spec: ModelSpec, head: int) -> int:
 
 class _Lowerer:
     def __init__(self, spec: ModelSpec, sched: Schedule, target: Target, *, steps: int,
-                 position: int, max_seq: int, dtype: str) -> None:
+                 max_seq: int, dtype: str) -> None:
         self.spec, self.s, self.target = spec, sched, target
-        self.steps, self.position, self.max_seq = steps, position, max_seq
+        self.steps, self.max_seq = steps, max_seq
         self.blocks = target.sms * sched.blocks_per_sm
         self.tiles = sched.tiles or self.blocks
         self.wbytes = WEIGHT_BYTES[dtype]
@@ -123,7 +125,7 @@ class _Lowerer:
         ])
 
     # -- the model -----------------------------------------------------------------------
-    def lower(self) -> Program:
+    def build(self) -> _Lowerer:
         sp = self.spec
         self.buf("tokens", (self.steps + 1) * I32)
         self.buf("out_tokens", self.steps * I32)
@@ -133,7 +135,8 @@ class _Lowerer:
         for layer in range(sp.layers):
             x, ready = self.layer(layer, x, ready)
         self.lm_head(x, ready)
-        return self.program()
+        self.place()
+        return self
 
     def layer(self, index: int, x: VecSource,
               ready: tuple[str, ...]) -> tuple[VecSource, tuple[str, ...]]:
@@ -236,47 +239,57 @@ class _Lowerer:
         self.stage("argmax", [Draft("argmax", Argmax(src_buf, tiles, sp.vocab), ("lm",))])
 
     # -- assembly --------------------------------------------------------------------------
-    def program(self) -> Program:
-        geom = Geometry(self.position, self.steps, self.wbytes, self.shapes)
+    def place(self) -> None:
+        """Place the stages on blocks and fix everything of a task that does not depend on
+        the launch's position (all but its byte ranges)."""
         per_step: dict[str, int] = {}
         for st in self.stages:
             for t in st.tasks:
                 if t.signal:
                     per_step[t.signal] = per_step.get(t.signal, 0) + 1
-        used_weights: set[str] = set()
-        queues = place(self.stages, self.blocks, self.s.sm_policy)
-        out: list[tuple[Task, ...]] = []
-        for q in queues:
-            tasks = []
-            for t in q:
-                reads, writes = t.instr.accesses(geom)
-                used_weights.update(r.buffer for r in reads if r.buffer.startswith("w."))
-                tasks.append(Task(
+        self.counters = per_step
+        self.placed = tuple(
+            tuple(
+                Task(
                     id=t.id,
                     op=t.instr.op,
                     wait=tuple(Wait(c, per_step[c]) for c in t.waits),
-                    read=tuple(reads),
-                    write=tuple(writes),
                     signal=(Signal(t.signal, 1),) if t.signal else (),
                     smem_bytes=self.task_smem(t.instr),
                     args=t.instr.to_args(),
                     instr=t.instr,
-                ))
-            out.append(tuple(tasks))
-        for name in sorted(used_weights):
-            shape = self.shapes[name[2:]]
-            self.buffers[name] = _prod(shape) * self.wbytes
+                )
+                for t in q
+            )
+            for q in place(self.stages, self.blocks, self.s.sm_policy)
+        )
+
+    def program(self, position: int) -> Program:
+        """The program of a launch whose step 0 is at sequence ``position``."""
+        geom = Geometry(position, self.steps, self.wbytes, self.shapes)
+        buffers = dict(self.buffers)
+        queues = []
+        for q in self.placed:
+            tasks = []
+            for t in q:
+                reads, writes = t.instr.accesses(geom)
+                for r in reads:
+                    if r.buffer.startswith("w.") and r.buffer not in buffers:
+                        buffers[r.buffer] = math.prod(self.shapes[r.buffer[2:]]) * self.wbytes
+                tasks.append(Task(t.id, t.op, t.wait, tuple(reads), tuple(writes), t.signal,
+                                  t.smem_bytes, t.args, t.instr))
+            queues.append(tuple(tasks))
         return Program(
             launch=Launch(self.blocks, self.s.threads, self.s.blocks_per_sm, self.s.smem_bytes),
             steps=self.steps,
-            buffers=self.buffers,
-            counters=per_step,
-            queues=tuple(out),
+            buffers=buffers,
+            counters=dict(self.counters),
+            queues=tuple(queues),
             target=self.target.program_dict(),
             extra={
                 "model": dataclasses.asdict(self.spec),
                 "dtype": {v: k for k, v in WEIGHT_BYTES.items()}[self.wbytes],
-                "position": self.position,
+                "position": position,
                 "max_seq": self.max_seq,
                 "schedule": self.s.to_dict(),
             },
@@ -289,13 +302,6 @@ class _Lowerer:
         cols = self.shapes[instr.matrix][-1]
         rows = sum(b - a for a, b in instr.rows)
         return min(rows * cols * self.wbytes, self.s.smem_bytes)
-
-
-def _prod(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
 
 
 def lower(spec: ModelSpec, schedule: Schedule, target: Target, *, steps: int | None = None,
@@ -317,8 +323,14 @@ def lower(spec: ModelSpec, schedule: Schedule, target: Target, *, steps: int | N
         raise ScheduleError(
             f"dtype {dtype!r} is not lowered yet; choose one of {list(WEIGHT_BYTES)}"
         )
-    return _Lowerer(spec, schedule, target, steps=steps, position=position, max_seq=max_seq,
-                    dtype=dtype).lower()
+    return _placed(spec, schedule, target, steps, max_seq, dtype).program(position)
+
+
+@functools.lru_cache(maxsize=4)
+def _placed(spec: ModelSpec, schedule: Schedule, target: Target, steps: int, max_seq: int,
+            dtype: str) -> _Lowerer:
+    """The position-independent part of a lowering: a generation's launches share it."""
+    return _Lowerer(spec, schedule, target, steps=steps, max_seq=max_seq, dtype=dtype).build()
 
 
 __all__ = ["lower", "qkv_tiles", "split", "weight_buffer"]
