@@ -19,6 +19,7 @@ import numpy as np
 from amk_tune.baselines import Timing, torch_baselines
 from amk_tune.model.weights import ModelWeights
 from amk_tune.targets import Target
+from space.kernel_knobs import KernelKnobs
 from space.schedule import Schedule
 from vm.lowering import lower
 
@@ -70,32 +71,29 @@ def prompt_ids(weights: ModelWeights, tokenizer, position: int) -> list[int]:
     return [int(t) for t in rng.integers(0, weights.spec.vocab, position)]
 
 
-def bench(weights: ModelWeights, target: Target, *, tokenizer=None, position: int = 16,
-          steps: int = 8, schedule: Schedule | None = None, iters: int = 200,
-          compile_baseline: bool = True, verify: bool = True) -> BenchResult:
-    from vm.gpu_runner import GpuMachine
+def run_checked(machine, weights: ModelWeights, target: Target, schedule: Schedule,
+                prompt: list[int], steps: int):
+    """The prompt in one launch (filling the KV caches), then one launch of ``steps`` decode
+    steps at position ``len(prompt)``, prepared once so that it can be replayed.
 
-    if position < 1:
-        raise ValueError("position must be >= 1: the prompt fills the cache first")
-    spec = weights.spec
-    sched = schedule or Schedule()
+    Returns (the prepared launch, logits of every step [len(prompt) + steps, vocab], greedy
+    tokens: the prompt launch's last one, then the timed launch's ``steps``)."""
+    spec, position = weights.spec, len(prompt)
     total = position + steps
-    prompt = prompt_ids(weights, tokenizer, position)
-    machine = GpuMachine(weights)
-    pre = lower(spec, sched, target, steps=position, position=0, max_seq=total)
+    pre = lower(spec, schedule, target, steps=position, position=0, max_seq=total)
     first = machine.launch(pre, prompt)
-    program = lower(spec, sched, target, steps=steps, position=position, max_seq=total)
+    program = lower(spec, schedule, target, steps=steps, position=position, max_seq=total)
     prepared = machine.prepare(program, [int(first.tokens[-1])])
     machine.start(prepared)
     machine.finish(prepared)
     logits = np.concatenate([first.logits, machine.buffers["logits"].get().reshape(steps, -1)])
     tokens = [int(first.tokens[-1]), *machine.buffers["out_tokens"].get().view(np.int32)]
-    verdict = "not checked"
-    if verify:
-        from amk_tune.oracle import compare, hf_reference
+    return prepared, logits, tokens
 
-        ref = hf_reference(weights, prompt, steps + 1)
-        verdict = compare(ref, tokens, logits).message
+
+def time_launch(machine, prepared, iters: int) -> Timing:
+    """us per token of ``prepared`` replayed back to back: CUDA events around each of
+    ``iters`` launches after 5 warm-up launches, divided by the launch's steps."""
     cp = machine.cp
     for _ in range(5):
         machine.start(prepared)
@@ -106,13 +104,40 @@ def bench(weights: ModelWeights, target: Target, *, tokenizer=None, position: in
         machine.start(prepared)
         b.record()
     machine.finish(prepared)
-    mk = Timing.of([cp.cuda.get_elapsed_time(a, b) * 1e3 for a, b in events]).scaled(1 / steps)
+    us = [cp.cuda.get_elapsed_time(a, b) * 1e3 for a, b in events]
+    return Timing.of(us).scaled(1 / prepared.steps)
+
+
+def device_name(machine) -> str:
+    dev = machine.cp.cuda.runtime.getDeviceProperties(0)
+    name = dev["name"].decode() if isinstance(dev["name"], bytes) else str(dev["name"])
+    return f"{name} ({machine.arch}, {dev['multiProcessorCount']} SMs)"
+
+
+def bench(weights: ModelWeights, target: Target, *, tokenizer=None, position: int = 16,
+          steps: int = 8, schedule: Schedule | None = None, iters: int = 200,
+          compile_baseline: bool = True, verify: bool = True,
+          kernel_knobs: KernelKnobs | None = None) -> BenchResult:
+    from vm.gpu_runner import GpuMachine
+
+    if position < 1:
+        raise ValueError("position must be >= 1: the prompt fills the cache first")
+    spec = weights.spec
+    prompt = prompt_ids(weights, tokenizer, position)
+    machine = GpuMachine(weights, knobs=kernel_knobs)
+    prepared, logits, tokens = run_checked(machine, weights, target, schedule or Schedule(),
+                                           prompt, steps)
+    verdict = "not checked"
+    if verify:
+        from amk_tune.oracle import compare, hf_reference
+
+        ref = hf_reference(weights, prompt, steps + 1)
+        verdict = compare(ref, tokens, logits).message
+    mk = time_launch(machine, prepared, iters)
     base = torch_baselines(weights, position, iters, compile=compile_baseline)
     wbytes = spec.weight_bytes_per_token(2.0)
-    dev = cp.cuda.runtime.getDeviceProperties(0)
-    name = dev["name"].decode() if isinstance(dev["name"], bytes) else str(dev["name"])
     return BenchResult(
-        device=f"{name} ({machine.arch}, {dev['multiProcessorCount']} SMs)",
+        device=device_name(machine),
         model=spec.name, position=position, steps=steps, megakernel=mk, verdict=verdict,
         baselines=base, floor_us=target.floor_us(wbytes), weight_bytes=wbytes,
         gbps=target.measured_gbps, date=datetime.date.today().isoformat(),

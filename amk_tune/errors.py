@@ -49,3 +49,30 @@ class BuildError(AmkError):
 
 class OracleMismatch(AmkError):
     """A program's logits or greedy tokens disagree with HuggingFace eager."""
+
+
+class ArtifactError(AmkError):
+    """An exported megakernel artifact that cannot be stored, found, trusted or run."""
+
+
+class ArtifactTampered(ArtifactError):
+    """An artifact whose files no longer hash to what its manifest recorded."""
+
+
+class ArtifactMismatch(ArtifactError):
+    """A genuine artifact that does not fit what it would run with (other weights, other
+    amk-tune lowering or kernel ABI)."""
+
+
+class ArtifactForeign(ArtifactError):
+    """Not an amk-tune artifact, a format version this tool does not read, or one built for
+    another GPU architecture than the live one."""
+
+
+class StudyError(AmkError):
+    """A study that cannot start or go on (wrong GPU, incompatible storage, dead worker)."""
+
+
+class TrialFailed(StudyError):
+    """One trial failed (its kernel hung or crashed, its worker died, its build broke); the
+    study records the reason and goes on."""

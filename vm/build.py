@@ -28,6 +28,7 @@ import numpy as np
 
 from amk_tune.errors import BuildError
 from amk_tune.model.spec import ModelSpec
+from space.kernel_knobs import KernelKnobs
 from vm import encoding
 from vm.program import Program
 
@@ -50,6 +51,10 @@ class KernelConfig:
     head_dim: int
     group: int  # query heads per KV head
     rms_eps: float
+    min_blocks_per_sm: int = 1  # __launch_bounds__: registers must let this many blocks fit
+    rows_per_warp: int = 1  # kernel knobs (space/kernel_knobs.py)
+    unroll: int = 1
+    spin_sleep_ns: int = 64
 
     @property
     def red_floats(self) -> int:
@@ -77,7 +82,10 @@ def _align16(n: int) -> int:
     return (n + 15) // 16 * 16
 
 
-def config_for(program: Program, spec: ModelSpec) -> KernelConfig:
+def config_for(program: Program, spec: ModelSpec,
+               knobs: KernelKnobs | None = None) -> KernelConfig:
+    """The kernel specialisation of ``program``, with the kernel ``knobs`` (default: none)."""
+    knobs = knobs or KernelKnobs()
     max_vec = max(spec.hidden, spec.intermediate, spec.heads * spec.head_dim,
                   spec.group * spec.head_dim)
     return KernelConfig(
@@ -87,6 +95,10 @@ def config_for(program: Program, spec: ModelSpec) -> KernelConfig:
         head_dim=spec.head_dim,
         group=spec.group,
         rms_eps=float(spec.rms_eps),
+        min_blocks_per_sm=program.launch.blocks_per_sm,
+        rows_per_warp=knobs.rows_per_warp,
+        unroll=knobs.unroll,
+        spin_sleep_ns=knobs.spin_sleep_ns,
     )
 
 
@@ -115,6 +127,10 @@ def config_header(cfg: KernelConfig) -> str:
         f"constexpr int kRedOffset = {cfg.red_offset};",
         f"constexpr float kRmsEps = {_f32_literal(cfg.rms_eps)};",
         f"constexpr float kAttnScale = {_f32_literal(float(scale))};",
+        f"constexpr int kMinBlocksPerSm = {cfg.min_blocks_per_sm};",
+        f"constexpr int kRowsPerWarp = {cfg.rows_per_warp};",
+        f"constexpr int kUnroll = {cfg.unroll};",
+        f"constexpr unsigned kSpinSleepNs = {cfg.spin_sleep_ns}u;",
         "}  // namespace cfg",
     ]
     return "\n".join(lines) + "\n"

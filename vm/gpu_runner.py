@@ -19,6 +19,7 @@ import numpy as np
 from amk_tune.errors import VmDeadlock, VmError
 from amk_tune.model.rope import rope_cos_sin
 from amk_tune.model.weights import ModelWeights, bf16_bits
+from space.kernel_knobs import KernelKnobs
 from vm import encoding
 from vm.build import KERNEL_NAME, Built, KernelConfig, build, config_for
 from vm.program import Program
@@ -88,11 +89,14 @@ class GpuMachine:
     """Device buffers of one generation; ``launch`` runs one program on them."""
 
     def __init__(self, weights: ModelWeights, *, watchdog_s: float = DEFAULT_WATCHDOG_S,
-                 arch: str | None = None) -> None:
+                 arch: str | None = None, kernel: GpuKernel | None = None,
+                 knobs: KernelKnobs | None = None) -> None:
         self.cp = _cupy()
+        self.knobs = knobs or KernelKnobs()  # kernel knobs of what it builds (not ``kernel``)
         self.weights, self.spec = weights, weights.spec
         self.watchdog_ns = int(watchdog_s * 1e9)
         self.arch = arch or device_arch()
+        self.kernel = kernel  # prebuilt for this generation's programs (an artifact's binary)
         self.buffers: dict[str, object] = {}
         self._weights: dict[str, object] = {}
         self._rope_rows: list[np.ndarray] = []
@@ -138,7 +142,8 @@ class GpuMachine:
             raise VmError(f"a launch of {steps} steps takes 1..{steps} tokens, got {len(tokens)}")
         if len(program.queues) != program.launch.blocks:
             raise VmError(f"{len(program.queues)} queues for a grid of {program.launch.blocks}")
-        kernel = load_kernel(config_for(program, self.spec), self.arch)
+        kernel = self.kernel or load_kernel(config_for(program, self.spec, self.knobs),
+                                            self.arch)
         kernel.check_resident(program.launch.blocks)
         enc = encoding.encode(program, self.spec)  # ~0.3 s for SmolLM2: less than lowering
         table, offsets = self.cp.asarray(enc.table.ravel()), self.cp.asarray(enc.offsets)

@@ -10,7 +10,8 @@ import sys
 
 from amk_tune.errors import AmkError
 
-SUBCOMMANDS = ["doctor", "compile", "generate", "validate", "bench"]
+SUBCOMMANDS = ["doctor", "compile", "generate", "validate", "bench", "study", "export", "run",
+               "report", "dashboard"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,7 +14,7 @@
 #include "argmax.cuh"
 #include "unfused.cuh"
 
-extern "C" __global__ void __launch_bounds__(cfg::kThreads, 1)
+extern "C" __global__ void __launch_bounds__(cfg::kThreads, cfg::kMinBlocksPerSm)
 amk_megakernel(const int* __restrict__ tasks, const int* __restrict__ offsets,
                void* const* __restrict__ buffers, int* counters, int* err, int* stuck,
                const float* __restrict__ rope, int steps, int position, int forced_upto,

@@ -79,7 +79,8 @@ __device__ bool wait_all(const int* rec, int step, const int* counters, int* err
         return false;
       }
       if (sleep) __nanosleep(sleep);
-      sleep = sleep < 64 ? sleep + 16 : 64;  // short back-off: a hop costs ~1 us anyway
+      // short back-off (kernel knob spin_sleep_ns; 0 = pure spin): a hop costs ~1 us anyway
+      sleep = sleep + 16 < cfg::kSpinSleepNs ? sleep + 16 : cfg::kSpinSleepNs;
     }
   }
   return true;

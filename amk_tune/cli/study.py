@@ -1,0 +1,44 @@
+"""``amk-tune study``: search the schedule and kernel knobs of a model's megakernel with Optuna
+(amk_tune/study/ says how): progress on stderr, the closing summary table on stdout."""
+
+from __future__ import annotations
+
+import argparse
+
+from amk_tune.cli.common import add_model_args
+from amk_tune.study.setup import DEFAULT_STORAGE
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("study", help="search the megakernel's schedule and kernel knobs")
+    add_model_args(p)
+    p.add_argument("--gpu", default="auto",
+                   help="target profile; must match the live GPU (default: auto)")
+    p.add_argument("--minutes", type=float, default=10.0,
+                   help="wall-clock budget of the whole run, start-up included (default 10)")
+    p.add_argument("--trials", type=int, help="at most this many trials in this run")
+    p.add_argument("--storage", default=DEFAULT_STORAGE,
+                   help=f"Optuna storage URL (default {DEFAULT_STORAGE}; any RDB URL)")
+    p.add_argument("--study", help="study name (default: MODEL-GPU-DTYPE[-simulated])")
+    p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler (default 0)")
+    p.add_argument("--simulate", action="store_true",
+                   help="no GPU: CPU reference VM oracle and an analytic cost model; every "
+                        "output is marked simulated")
+    p.add_argument("--prompt-len", type=int, default=16,
+                   help="oracle prompt length: the timed launch runs at this position")
+    p.add_argument("--iters", type=int, default=100, help="timed launches per trial")
+    p.add_argument("--trial-timeout", type=float, default=180.0,
+                   help="seconds a trial may take in the worker before it is killed")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from amk_tune.study.run import StudyOptions, run_study
+
+    opts = StudyOptions(
+        model=args.model, gpu=args.gpu, minutes=args.minutes, trials=args.trials,
+        dtype=args.dtype, layers=args.layers, storage=args.storage, study=args.study,
+        seed=args.seed, simulate=args.simulate, prompt_len=args.prompt_len, iters=args.iters,
+        trial_timeout_s=args.trial_timeout,
+    )
+    return 0 if run_study(opts).feasible else 1

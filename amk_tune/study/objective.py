@@ -1,0 +1,150 @@
+"""The objective of a study: sample -> lower -> validate -> [pruned] -> worker -> attrs.
+
+1. ``space.search_space.suggest`` samples a Schedule and KernelKnobs.
+2. The two programs a trial will launch are lowered: the prompt launch and the timed launch
+   (amk_tune/bench.py ``run_checked``). A lowering error is a rejection too.
+3. Both are validated. A rejected trial records its violations in ``user_attrs["reject"]``
+   and raises ``optuna.TrialPruned`` here, in the parent: no build, no worker, no GPU.
+4. The worker builds, checks against HF and times it (or simulates). A hang or crash is
+   ``TrialFailed`` with ``user_attrs["fail_reason"]``: the trial is FAIL, the study goes on.
+5. An oracle failure completes the trial as infeasible (``feasible = False`` and the
+   constraint ``oracle`` = 1.0, which TPE and ``study.best_trial`` honour), never as a crash.
+6. A feasible trial's megakernel is stored as its artifact (amk_tune.artifacts).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from amk_tune.errors import ScheduleError, TrialFailed
+from amk_tune.model.spec import ModelSpec
+from amk_tune.study.attrs import result_attrs
+from amk_tune.study.worker import Worker
+from amk_tune.targets import Target
+from space.search_space import Candidate, suggest
+from validator import validate
+from vm.analysis import program_stats
+from vm.lowering import lower
+from vm.program import Program
+
+log = logging.getLogger(__name__)
+TASKS_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class StudySetup:
+    """What every trial of this session shares."""
+
+    spec: ModelSpec
+    target: Target
+    simulated: bool
+    prompt_len: int
+    model_source: str  # the --model argument (how to load the weights again)
+    weights_seed: int
+    worker_info: dict[str, Any]  # the worker's ready message (device, weights hash, baselines)
+
+
+class Objective:
+    def __init__(self, study: optuna.Study, setup: StudySetup, worker: Worker) -> None:
+        self.study, self.setup, self.worker = study, setup, worker
+        self.artifact_note: str | None = None  # why artifacts are not stored, once known
+
+    def programs(self, cand: Candidate) -> dict[str, Program]:
+        """The launches a trial runs: the prompt in one launch, then the timed launch."""
+        s, sp, p = cand.schedule, self.setup.spec, self.setup.prompt_len
+        total = p + s.steps_per_launch
+        return {
+            "prompt launch": lower(sp, s, self.setup.target, steps=p, position=0,
+                                   max_seq=total),
+            "timed launch": lower(sp, s, self.setup.target, steps=s.steps_per_launch,
+                                  position=p, max_seq=total),
+        }
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        setup = self.setup
+        cand = suggest(trial, setup.target)
+        trial.set_user_attr("measurement", "simulated" if setup.simulated else "measured")
+        for key, value in cand.to_dict().items():
+            trial.set_user_attr(key, value)
+        try:
+            programs = self.programs(cand)
+        except ScheduleError as e:
+            self.reject(trial, [{"program": "lowering", "property": "lowering", "tasks": [],
+                                 "message": str(e)}])
+        found = []
+        for what, program in programs.items():
+            verdict = validate(program, setup.target)
+            found += [{"program": what, "property": v.property,
+                       "tasks": list(v.tasks[:TASKS_SHOWN]), "message": v.message}
+                      for v in verdict.violations]
+        if found:
+            self.reject(trial, found)
+        timed = programs["timed launch"]
+        stats = program_stats(timed)
+        request = {"number": trial.number, **cand.to_dict(),
+                   "stats": {"weight_bytes": stats.weight_bytes,
+                             "critical_stages": stats.critical_stages,
+                             "busiest_block_tasks": stats.busiest_block_tasks}}
+        try:
+            result = self.worker.evaluate(request)
+        except TrialFailed as e:
+            trial.set_user_attr("fail_reason", str(e))
+            raise
+        if not result.get("ok"):
+            trial.set_user_attr("fail_reason", result.get("error", "unknown worker error"))
+            raise TrialFailed(f"trial {trial.number}: {result.get('error')}")
+        attrs = result_attrs(result, stats, setup.target, setup.worker_info.get("baselines"))
+        fail = attrs.pop("fail_reason")
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        trial.set_constraint("oracle", 0.0 if attrs["feasible"] else 1.0)
+        if fail:
+            trial.set_user_attr("fail_reason", fail)
+            raise TrialFailed(fail)
+        if attrs["feasible"]:
+            self.store_artifact(trial, cand, timed, result)
+        return float(result["latency_us"])
+
+    @staticmethod
+    def reject(trial: optuna.Trial, violations: list[dict[str, Any]]) -> None:
+        trial.set_user_attr("reject", violations)
+        props = sorted({v["property"] for v in violations})
+        raise optuna.TrialPruned(f"rejected statically ({', '.join(props)}): "
+                                 f"{violations[0]['message']}")
+
+    def store_artifact(self, trial: optuna.Trial, cand: Candidate, timed: Program,
+                       result: dict[str, Any]) -> None:
+        """Hand the trial's megakernel to amk_tune.artifacts (skipped if that is missing)."""
+        if self.artifact_note is not None:
+            return
+        try:
+            from amk_tune.artifacts import store_trial_bundle
+        except ImportError as e:
+            self.artifact_note = f"artifacts not stored: {e}"
+            log.debug(self.artifact_note)
+            return
+        info, setup = self.setup.worker_info, self.setup
+        bundle = {
+            "program": timed.to_dict(),
+            "schedule": cand.schedule.to_dict(),
+            "kernel_knobs": cand.knobs.to_dict(),
+            "cuda_source": result.get("cuda_source"),
+            "binary": result.get("binary"),
+            "arch": result.get("arch"),
+            "model": {"source": setup.model_source, "spec": info["spec"],
+                      "weights_sha256": info["weights_sha256"], "seed": setup.weights_seed},
+            "gpu": setup.target.name,
+            "measured": bool(result["measured"]),
+            "oracle": result["oracle"],
+            "latency_us": float(result["latency_us"]),
+            "versions": info["versions"],
+        }
+        try:
+            store_trial_bundle(self.study, trial, bundle)
+        except Exception as e:  # a broken store must not end the study: say so once
+            self.artifact_note = f"artifacts not stored: {type(e).__name__}: {e}"
+            trial.set_user_attr("artifact_error", self.artifact_note)

@@ -1,0 +1,120 @@
+"""``run_study``: one session of a study, from the GPU check to the closing summary.
+
+``minutes`` is the wall-clock budget of the whole session, start-up included (weights,
+HF reference, baselines): no trial starts once the median trial would not finish in time.
+Trial 0 of a new study is the default schedule, so "first" always means the default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import optuna
+
+from amk_tune.errors import StudyError, TrialFailed
+from amk_tune.study.objective import Objective, StudySetup
+from amk_tune.study.progress import Progress, best_feasible
+from amk_tune.study.setup import DEFAULT_STORAGE, open_study, resolve_gpu, study_name
+from amk_tune.study.summary import summary
+from amk_tune.study.worker import Worker, WorkerSpec
+from space.search_space import STEPS_PER_LAUNCH, default_params
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    model: str
+    gpu: str = "auto"
+    minutes: float = 10.0
+    trials: int | None = None
+    dtype: str = "bf16"
+    layers: int | None = None
+    storage: str = DEFAULT_STORAGE
+    study: str | None = None
+    seed: int = 0
+    simulate: bool = False
+    prompt_len: int = 16
+    iters: int = 100
+    trial_timeout_s: float = 180.0
+    start_timeout_s: float = 900.0
+
+    def __post_init__(self) -> None:
+        if not self.minutes > 0:
+            raise StudyError(f"--minutes {self.minutes!r}: give a positive time budget")
+        if self.trials is not None and self.trials < 1:
+            raise StudyError(f"--trials {self.trials!r}: give at least 1 (or leave it out)")
+        if self.prompt_len < 1:
+            raise StudyError(f"--prompt-len {self.prompt_len!r}: the oracle needs a prompt")
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    study: optuna.Study
+    text: str  # the closing summary
+    feasible: bool  # a feasible trial exists
+
+
+def run_study(opts: StudyOptions, *, out: TextIO | None = None,
+              err: TextIO | None = None) -> StudyOutcome:
+    from amk_tune.model.loaders import inspect_model
+    from amk_tune.model.presets import with_layers
+
+    out, err = out or sys.stdout, err or sys.stderr
+    t0 = time.monotonic()
+    deadline = t0 + opts.minutes * 60
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    target, _ = resolve_gpu(opts.gpu, opts.simulate)
+    spec = with_layers(inspect_model(opts.model), opts.layers)
+    name = opts.study or study_name(spec.name, opts.layers, target.name, opts.dtype,
+                                    opts.simulate)
+    identity = {"model": spec.name, "layers": spec.layers, "gpu": target.name,
+                "dtype": opts.dtype, "simulated": opts.simulate}
+    study = open_study(opts.storage, name, identity, opts.seed)
+    tag = "[study, simulated]" if opts.simulate else "[study]"
+    if opts.simulate:
+        print(f"{tag} SIMULATED STUDY: no GPU work; latencies come from an analytic cost model "
+              "and are never measurements", file=err, flush=True)
+    print(f"{tag} {name} in {opts.storage}: {len(study.trials)} trials so far; starting the "
+          f"worker ({'simulated' if opts.simulate else 'GPU'})...", file=err, flush=True)
+    cache = Path(tempfile.gettempdir()) / "amk-tune-study"
+    worker = Worker(
+        WorkerSpec(backend="simulated" if opts.simulate else "gpu", model=opts.model,
+                   layers=opts.layers, dtype=opts.dtype, target=target.name,
+                   prompt_len=opts.prompt_len, max_steps=max(STEPS_PER_LAUNCH),
+                   iters=opts.iters, cache_dir=str(cache)),
+        trial_timeout_s=opts.trial_timeout_s, start_timeout_s=opts.start_timeout_s)
+    try:
+        info = worker.start()
+    except TrialFailed as e:
+        raise StudyError(f"the worker could not start: {e}") from None
+    try:
+        if info["spec"] != dataclasses.asdict(spec):
+            raise StudyError(f"the worker loaded another model shape than {opts.model!r} "
+                             f"describes: {info['spec']} vs {dataclasses.asdict(spec)}")
+        print(f"{tag} device: {info['device']}; oracle: {info['oracle_scope']}", file=err,
+              flush=True)
+        for key in ("device", "oracle_scope", "baselines", "weights_sha256"):
+            if info.get(key) is not None:
+                study.set_user_attr(key, info[key])
+        before = len(study.trials)
+        if not before:
+            study.enqueue_trial(default_params(), user_attrs={"role": "default schedule"})
+        setup = StudySetup(spec, target, opts.simulate, opts.prompt_len, opts.model, 0, info)
+        objective = Objective(study, setup, worker)
+        study.optimize(objective, n_trials=opts.trials,
+                       timeout=max(1.0, deadline - time.monotonic()), catch=(TrialFailed,),
+                       callbacks=[Progress(deadline, simulated=opts.simulate, stream=err)])
+    finally:
+        worker.close()
+    if objective.artifact_note:
+        print(f"{tag} {objective.artifact_note}", file=err, flush=True)
+    text = summary(study, info, simulated=opts.simulate,
+                   session_trials=len(study.trials) - before, elapsed_s=time.monotonic() - t0)
+    print(text, file=out, flush=True)
+    return StudyOutcome(study, text, best_feasible(study.get_trials(deepcopy=False)) is not None)

@@ -1,0 +1,58 @@
+"""Kernel knobs: choices compiled into the megakernel itself, not into the program.
+
+Schedule knobs change the lowered Program; these change the CUDA build. ``vm.build`` emits
+them as ``constexpr`` values of the generated header (``cfg::``), so every value gives a
+different source, a different build-cache key and a different cubin (tests/study prove it).
+None of them changes the arithmetic: each output row is still summed in the same order.
+
+- ``rows_per_warp``: GEMV rows (row pairs for gate/up and RoPE tiles) one warp computes
+  together, their weight loads interleaved: more independent 16-byte loads in flight.
+- ``unroll``: 16-byte chunks of each row a lane loads into registers before it multiplies
+  them (loads in flight per lane per row).
+- ``spin_sleep_ns``: the longest ``__nanosleep`` back-off of a spin-wait on a counter; 0
+  spins without sleeping (lowest hand-off latency, most memory traffic while waiting).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from amk_tune.errors import ScheduleError
+
+ROWS_PER_WARP = (1, 2, 4)
+UNROLL = (1, 2, 4)
+SPIN_SLEEP_NS = (0, 32, 64, 256)
+
+
+@dataclass(frozen=True)
+class KernelKnobs:
+    """The kernel's compile-time knobs; the defaults are the kernel before knobs existed."""
+
+    rows_per_warp: int = 1
+    unroll: int = 1
+    spin_sleep_ns: int = 64
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("rows_per_warp", ROWS_PER_WARP), ("unroll", UNROLL)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or v not in allowed:
+                raise ScheduleError(f"kernel knob {name} = {v!r}: choose one of {allowed}")
+        v = self.spin_sleep_ns
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 1_000_000:
+            raise ScheduleError(f"kernel knob spin_sleep_ns = {v!r}: an integer from 0 to "
+                                "1000000 (nanoseconds)")
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(d: Any) -> KernelKnobs:
+        if not isinstance(d, dict):
+            raise ScheduleError(f"kernel knobs are a JSON object, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(KernelKnobs)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ScheduleError(f"unknown kernel knob(s) {unknown}; known: {sorted(known)}")
+        return KernelKnobs(**d)

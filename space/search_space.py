@@ -1,0 +1,88 @@
+"""The Optuna search space: a trial's parameters -> (Schedule, KernelKnobs).
+
+Define-by-run with conditional knobs: an explicit tile count is asked for only when the
+trial leaves ``tiles_mode = "per_block"``, and the five fusion flags only when it leaves
+``fusion = "all"``. Every knob changes the lowered program or the CUDA build
+(tests/study/test_study_space.py proves it for each). The choices keep the default
+Schedule and KernelKnobs reachable (``default_params``), so a study can start from them.
+
+Nothing here filters unsafe or non-resident points: that is the validator's job, and its
+rejections are pruned before any GPU work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+
+from amk_tune.targets import Target
+from space.kernel_knobs import ROWS_PER_WARP, SPIN_SLEEP_NS, UNROLL, KernelKnobs
+from space.schedule import SM_POLICIES, Schedule
+
+PER_BLOCK, CUSTOM = "per_block", "custom"
+FUSIONS = ("fuse_norm", "fuse_rope", "fuse_residual", "fuse_silu", "fuse_argmax")
+SPLIT_KV = (1, 2, 3, 4)
+STEPS_PER_LAUNCH = (1, 2, 4, 8)
+BLOCKS_PER_SM = (1, 2)
+THREADS = (128, 256, 512, 1024)
+SMEM_BYTES = (0, 16384, 32768, 65536, 131072, 196608)  # GEMV weight staging per block
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What one trial evaluates: the lowering knobs and the kernel knobs."""
+
+    schedule: Schedule
+    knobs: KernelKnobs
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schedule": self.schedule.to_dict(), "kernel_knobs": self.knobs.to_dict()}
+
+
+def suggest(trial: optuna.Trial, target: Target) -> Candidate:
+    """Sample one candidate for ``target`` (its SM count bounds the explicit tile counts)."""
+    blocks = target.sms
+    tiles = lm_tiles = None
+    if trial.suggest_categorical("tiles_mode", (PER_BLOCK, CUSTOM)) == CUSTOM:
+        tiles = trial.suggest_int("tiles", max(8, blocks // 8), 4 * blocks, log=True)
+    if trial.suggest_categorical("lm_tiles_mode", (PER_BLOCK, CUSTOM)) == CUSTOM:
+        lm_tiles = trial.suggest_int("lm_tiles", max(8, blocks // 4), 8 * blocks, log=True)
+    fusion = {name: True for name in FUSIONS}
+    if trial.suggest_categorical("fusion", ("all", CUSTOM)) == CUSTOM:
+        fusion = {name: trial.suggest_categorical(name, (True, False)) for name in FUSIONS}
+    schedule = Schedule(
+        tiles=tiles,
+        lm_tiles=lm_tiles,
+        sm_policy=trial.suggest_categorical("sm_policy", SM_POLICIES),
+        split_kv=trial.suggest_categorical("split_kv", SPLIT_KV),
+        steps_per_launch=trial.suggest_categorical("steps_per_launch", STEPS_PER_LAUNCH),
+        blocks_per_sm=trial.suggest_categorical("blocks_per_sm", BLOCKS_PER_SM),
+        threads=trial.suggest_categorical("threads", THREADS),
+        smem_bytes=trial.suggest_categorical("smem_bytes", SMEM_BYTES),
+        **fusion,
+    )
+    knobs = KernelKnobs(
+        rows_per_warp=trial.suggest_categorical("rows_per_warp", ROWS_PER_WARP),
+        unroll=trial.suggest_categorical("unroll", UNROLL),
+        spin_sleep_ns=trial.suggest_categorical("spin_sleep_ns", SPIN_SLEEP_NS),
+    )
+    return Candidate(schedule, knobs)
+
+
+def default_params() -> dict[str, Any]:
+    """The trial parameters of the default Schedule and KernelKnobs (for enqueue_trial)."""
+    s, k = Schedule(), KernelKnobs()
+    return {
+        "tiles_mode": PER_BLOCK, "lm_tiles_mode": PER_BLOCK, "fusion": "all",
+        "sm_policy": s.sm_policy, "split_kv": s.split_kv,
+        "steps_per_launch": s.steps_per_launch, "blocks_per_sm": s.blocks_per_sm,
+        "threads": s.threads, "smem_bytes": s.smem_bytes, "rows_per_warp": k.rows_per_warp,
+        "unroll": k.unroll, "spin_sleep_ns": k.spin_sleep_ns,
+    }
+
+
+def candidate_of(params: dict[str, Any], target: Target) -> Candidate:
+    """The candidate a finished trial's ``params`` stand for (a FixedTrial replays them)."""
+    return suggest(optuna.trial.FixedTrial(params), target)

@@ -1,0 +1,126 @@
+"""The search space: every knob changes the lowered program or the CUDA build; the default
+is reachable; conditional knobs appear only under their parent choice; TPE is seeded."""
+
+from __future__ import annotations
+
+import hashlib
+
+import optuna
+import pytest
+
+from amk_tune.errors import BuildError, ScheduleError
+from amk_tune.targets import get_target
+from space import search_space as ss
+from space.kernel_knobs import ROWS_PER_WARP, SPIN_SLEEP_NS, UNROLL, KernelKnobs
+from space.schedule import SM_POLICIES, Schedule
+from tests.conftest import TINY
+from vm import build
+from vm.lowering import lower
+
+H100 = get_target("h100")
+
+
+def _fingerprint(params: dict) -> tuple[str, str]:
+    """(program JSON hash, assembled kernel source hash) of a parameter set on TINY."""
+    cand = ss.candidate_of(params, H100)
+    program = lower(TINY, cand.schedule, H100)
+    source = build.assemble(build.config_for(program, TINY, cand.knobs))
+    return (hashlib.sha256(program.to_json().encode()).hexdigest(),
+            hashlib.sha256(source.encode()).hexdigest())
+
+
+def test_default_params_are_the_default_schedule_and_knobs():
+    cand = ss.candidate_of(ss.default_params(), H100)
+    assert cand.schedule == Schedule() and cand.knobs == KernelKnobs()
+
+
+# (parameter changes on top of the defaults) for every knob of the space, each value
+# that is not the default
+VARIANTS = [
+    *({"tiles_mode": ss.CUSTOM, "tiles": n} for n in (16, 40, 300)),
+    *({"lm_tiles_mode": ss.CUSTOM, "lm_tiles": n} for n in (33, 100, 700)),
+    *({"fusion": ss.CUSTOM, **{f: f != off for f in ss.FUSIONS}} for off in ss.FUSIONS),
+    *({"sm_policy": p} for p in SM_POLICIES if p != Schedule().sm_policy),
+    *({"split_kv": n} for n in ss.SPLIT_KV if n != 1),
+    *({"steps_per_launch": n} for n in ss.STEPS_PER_LAUNCH if n != 1),
+    *({"blocks_per_sm": n} for n in ss.BLOCKS_PER_SM if n != 1),
+    *({"threads": n} for n in ss.THREADS if n != 256),
+    *({"smem_bytes": n} for n in ss.SMEM_BYTES if n != 65536),
+    *({"rows_per_warp": n} for n in ROWS_PER_WARP if n != 1),
+    *({"unroll": n} for n in UNROLL if n != 1),
+    *({"spin_sleep_ns": n} for n in SPIN_SLEEP_NS if n != 64),
+]
+
+
+@pytest.mark.parametrize("change", VARIANTS, ids=lambda c: ",".join(f"{k}={v}" for k, v in
+                                                                  c.items() if k != "fusion"))
+def test_every_knob_changes_the_program_or_the_build(change):
+    base = _fingerprint(ss.default_params())
+    other = _fingerprint({**ss.default_params(), **change})
+    assert other != base
+
+
+def test_every_parameter_of_the_space_has_a_variant():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: len(ss.suggest(t, H100).to_dict()), n_trials=60)
+    seen = {name for t in study.trials for name in t.params}
+    varied = {name for change in VARIANTS for name in change}
+    assert seen == varied
+
+
+def test_kernel_knobs_reach_the_header_and_the_cache_key():
+    program = lower(TINY, Schedule(), H100)
+    knobs = KernelKnobs(rows_per_warp=4, unroll=2, spin_sleep_ns=0)
+    src = build.assemble(build.config_for(program, TINY, knobs))
+    for line in ("kRowsPerWarp = 4;", "kUnroll = 2;", "kSpinSleepNs = 0u;",
+                 "kMinBlocksPerSm = 1;"):
+        assert line in src
+    two = lower(TINY, Schedule(blocks_per_sm=2, threads=128), H100)
+    assert "kMinBlocksPerSm = 2;" in build.assemble(build.config_for(two, TINY))
+
+
+def test_kernel_knobs_change_the_compiled_binary(tmp_path, monkeypatch):
+    try:
+        build.compiler()
+    except BuildError as e:
+        pytest.skip(str(e))
+    monkeypatch.setenv("AMK_CACHE", str(tmp_path))
+    program = lower(TINY, Schedule(), H100)
+    keys, cubins = set(), set()
+    for knobs in (KernelKnobs(), KernelKnobs(rows_per_warp=2, unroll=2),
+                  KernelKnobs(spin_sleep_ns=0)):
+        built = build.build(build.config_for(program, TINY, knobs), "sm_90")
+        keys.add(built.key)
+        cubins.add(built.cubin.read_bytes())
+    assert len(keys) == 3 and len(cubins) == 3
+
+
+def test_conditional_knobs_only_under_their_parent():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    study.optimize(lambda t: len(ss.suggest(t, H100).to_dict()), n_trials=80)
+    for t in study.trials:
+        assert ("tiles" in t.params) == (t.params["tiles_mode"] == ss.CUSTOM)
+        assert ("lm_tiles" in t.params) == (t.params["lm_tiles_mode"] == ss.CUSTOM)
+        assert all((f in t.params) == (t.params["fusion"] == ss.CUSTOM) for f in ss.FUSIONS)
+
+
+def test_seeded_tpe_repeats_itself():
+    def run(seed: int) -> list[dict]:
+        study = optuna.create_study(sampler=optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=3, multivariate=True, group=True))
+        study.optimize(lambda t: float(ss.suggest(t, H100).schedule.threads), n_trials=8)
+        return [t.params for t in study.trials]
+
+    assert run(5) == run(5)
+    assert run(5) != run(6)
+
+
+@pytest.mark.parametrize(("knobs", "message"), [
+    ({"rows_per_warp": 3}, r"rows_per_warp = 3: choose one of \(1, 2, 4\)"),
+    ({"unroll": True}, r"unroll = True"),
+    ({"spin_sleep_ns": -1}, r"spin_sleep_ns = -1"),
+    ({"vector": 8}, r"unknown kernel knob\(s\) \['vector'\]"),
+])
+def test_bad_kernel_knobs_are_named(knobs, message):
+    with pytest.raises(ScheduleError, match=message):
+        KernelKnobs.from_dict(knobs)
