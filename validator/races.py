@@ -8,8 +8,12 @@ happens-before), it suffices to check each access against the segment's previous
 and each read against the segment's next write: every other conflicting pair is ordered
 through those by transitivity (a write is ordered after the previous write, and after
 every read since it; the previous write after every earlier access). The run starts every
-execution that any interleaving can start, so nothing reachable is left out. All of it is
-vectorised with numpy; a whole-buffer read costs one entry per segment it covers.
+execution that any interleaving can start, so nothing reachable is left out.
+
+All of it is vectorised with numpy. A run of reads of one range with nothing else of the
+buffer between them (every tile of a stage reading the whole input) meets the same writes,
+so it is checked as one group, through per-block vectors: the cost is members x blocks,
+not members x writers.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ class _Accesses:
 
 
 def _accesses(ip: IndexedProgram, run: GreedyRun) -> _Accesses:
-    table = ip.ranges
+    table = ip.ranges  # columns: indexed.RANGE_COLUMNS
     first = np.searchsorted(table[:, 0], np.arange(ip.tasks + 1))
     count = (first[1:] - first[:-1])[run.task]
     ex = np.repeat(np.arange(run.executions, dtype=np.int64), count)
@@ -145,38 +149,40 @@ def _buffer_races(buf: int, begin: np.ndarray, end: np.ndarray, ex: np.ndarray,
     for g in np.unique(group[~small]).tolist():
         members = np.arange(start[g], start[g] + size[g])
         mine = np.flatnonzero((group == g) & ~small)
-        pairs = np.concatenate([mine[after_write[mine]], mine[~after_write[mine]]])
-        for i, j in _vector_checks(hb, ex[members], w[pairs], after_write[pairs]):
-            report(int(pairs[i]), int(members[j]))
+        for i, j in _vector_checks(hb, ex[members], w[mine], after_write[mine]):
+            report(int(mine[i]), int(members[j]))
     return found
 
 
 def _vector_checks(hb: HappensBefore, reads: np.ndarray, writes: np.ndarray,
                    before: np.ndarray) -> list[tuple[int, int]]:
     """A group of reads against the writes just before it (``before``) and just after it,
-    through per-block vectors: the (write, read) index pairs not ordered. A clock's
-    own-block entry is the execution's own position, so program order, and an execution
-    that reads and writes the same bytes, pass without a special case."""
+    through per-block vectors: (write, read) index pairs that are not ordered, one per
+    failing (read, block) or (write, block). A clock's own-block entry is the execution's
+    own position, so program order, and an execution that reads and writes the same bytes,
+    pass without a special case."""
     blocks = hb.clock.shape[1]
-    clocks = hb.clock[reads]
+    rb, rp = hb.block[reads], hb.pos[reads]
     bad: list[tuple[int, int]] = []
     prior = np.flatnonzero(before)
     if len(prior):
+        # per block, the latest write before the group: every read must see it
         wb, wp = hb.block[writes[prior]], hb.pos[writes[prior]]
-        need = np.full(blocks, -1, dtype=np.int64)
-        np.maximum.at(need, wb, wp)
-        for j, b in zip(*np.nonzero(clocks < need[None, :]), strict=True):
-            i = prior[np.flatnonzero((wb == b) & (wp > clocks[j, b]))[0]]
-            bad.append((int(i), int(j)))
+        latest = np.full(blocks, -1, dtype=np.int64)
+        np.maximum.at(latest, wb, wp)
+        who = np.zeros(blocks, dtype=np.int64)
+        who[wb[wp == latest[wb]]] = prior[wp == latest[wb]]
+        j, b = np.nonzero(hb.clock[reads] < latest[None, :])
+        bad += zip(who[b].tolist(), j.tolist(), strict=True)
     later = np.flatnonzero(~before)
     if len(later):
-        rb, rp = hb.block[reads], hb.pos[reads]
-        last = np.full(blocks, -1, dtype=np.int64)
-        np.maximum.at(last, rb, rp)
-        wc = hb.clock[writes[later]]
-        for i, b in zip(*np.nonzero(wc < last[None, :]), strict=True):
-            j = np.flatnonzero((rb == b) & (rp > wc[i, b]))[0]
-            bad.append((int(later[i]), int(j)))
+        # per block, the latest read of the group: every later write must see it
+        latest = np.full(blocks, -1, dtype=np.int64)
+        np.maximum.at(latest, rb, rp)
+        who = np.zeros(blocks, dtype=np.int64)
+        who[rb[rp == latest[rb]]] = np.flatnonzero(rp == latest[rb])
+        i, b = np.nonzero(hb.clock[writes[later]] < latest[None, :])
+        bad += zip(later[i].tolist(), who[b].tolist(), strict=True)
     return bad
 
 

@@ -130,6 +130,31 @@ def test_grouped_reads_check_like_single_reads(monkeypatch):
     assert not tally.failures, tally.failures[:3]
 
 
+def test_the_guess_for_full_waits_gives_the_clocks_of_the_rounds(monkeypatch):
+    """Real lowerings take the short road (every wait full, guessed then verified); the
+    general rounds must reach the very same clocks on them."""
+    rng = random.Random(15)
+    runs = []
+    for _ in range(6):
+        _, doc = real_lowering(rng)
+        program, _ = parse_document(doc)
+        ip = IndexedProgram.of(program)
+        runs.append((ip, greedy_run(ip)))
+    short = [HappensBefore(ip, run) for ip, run in runs]
+    assert all(hb.rounds == 0 for hb in short)
+    monkeypatch.setattr(HappensBefore, "_optimistic", lambda self: False)
+    for (ip, run), hb in zip(runs, short, strict=True):
+        rounds = HappensBefore(ip, run)
+        assert rounds.rounds == 1
+        assert np.array_equal(rounds.clock, hb.clock)
+
+
+def test_the_rounds_alone_are_sound(monkeypatch):
+    monkeypatch.setattr(HappensBefore, "_optimistic", lambda self: False)
+    for doc in _random_docs(16, 800):
+        assert _validator_vs_exact(doc)[1] == 0
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_real_lowerings_are_safe_by_the_ground_truth_too(seed):
     rng = random.Random(seed)
