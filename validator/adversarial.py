@@ -23,6 +23,8 @@ from validator.random_programs import random_program
 
 Doc = dict[str, Any]
 REAL = "real lowering"
+
+
 @dataclass(frozen=True)
 class Case:
     category: str

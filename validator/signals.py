@@ -53,20 +53,23 @@ class CounterSignals:
 
 def index_signals(ip: IndexedProgram, run: GreedyRun) -> list[CounterSignals | None]:
     """Per counter, its signal executions in the run (None when nothing signalled it)."""
-    execs, counters, adds = [], [], []
-    for t, g in enumerate(run.task.tolist()):
+    # per task, its signals with the adds to one counter summed
+    rows: list[tuple[int, int, int]] = []
+    for g, sigs in enumerate(ip.signals):
         merged: dict[int, int] = {}
-        for c, add in ip.signals[g]:
+        for c, add in sigs:
             merged[c] = merged.get(c, 0) + add
-        execs += [t] * len(merged)
-        counters += merged
-        adds += merged.values()
-    ex = np.asarray(execs, dtype=np.int64)
-    co = np.asarray(counters, dtype=np.int64)
-    ad = np.asarray(adds, dtype=np.int64)
-    bl = run.block[ex].astype(np.int64)
-    order = np.lexsort((ex, bl, co))
-    ex, co, ad, bl = ex[order], co[order], ad[order], bl[order]
+        rows += ((g, c, add) for c, add in merged.items())
+    table = np.asarray(rows, dtype=np.int64).reshape(-1, 3)
+    first = np.searchsorted(table[:, 0], np.arange(ip.tasks + 1))
+    count = (first[1:] - first[:-1])[run.task]
+    execs = np.repeat(np.arange(run.executions, dtype=np.int64), count)
+    row = first[run.task][execs] + np.arange(len(execs)) - np.repeat(np.cumsum(count) - count,
+                                                                      count)
+    counters, adds = table[row, 1], table[row, 2]
+    bl = run.block[execs].astype(np.int64)
+    order = np.lexsort((execs, bl, counters))
+    ex, co, ad, bl = execs[order], counters[order], adds[order], bl[order]
     ps = run.pos[ex].astype(np.int64)
     bounds = np.searchsorted(co, np.arange(len(ip.per_step) + 1))
     span = int(ps.max(initial=0)) + 2

@@ -75,7 +75,7 @@ def run_study(opts: StudyOptions, *, out: TextIO | None = None,
                                     opts.simulate)
     identity = {"model": spec.name, "layers": spec.layers, "gpu": target.name,
                 "dtype": opts.dtype, "simulated": opts.simulate}
-    study = open_study(opts.storage, name, identity, opts.seed)
+    study, created = open_study(opts.storage, name, identity, opts.seed)
     tag = "[study, simulated]" if opts.simulate else "[study]"
     if opts.simulate:
         print(f"{tag} SIMULATED STUDY: no GPU work; latencies come from an analytic cost model "
@@ -103,7 +103,7 @@ def run_study(opts: StudyOptions, *, out: TextIO | None = None,
             if info.get(key) is not None:
                 study.set_user_attr(key, info[key])
         before = len(study.trials)
-        if not before:
+        if created:  # one worker of many: only the study's creator enqueues the default
             study.enqueue_trial(default_params(), user_attrs={"role": "default schedule"})
         setup = StudySetup(spec, target, opts.simulate, opts.prompt_len, opts.model, 0, info)
         objective = Objective(study, setup, worker)

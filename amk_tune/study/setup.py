@@ -8,11 +8,13 @@ run that would mix another model, GPU, dtype or measurement kind into it.
 from __future__ import annotations
 
 import re
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 
 from amk_tune.device import LiveGpu, live_gpu, live_target_name
 from amk_tune.errors import StudyError, TargetError
@@ -21,6 +23,7 @@ from amk_tune.targets import DEFAULT_TARGET, Target, get_target
 DEFAULT_STORAGE = "sqlite:///studies/amk.db"
 N_STARTUP_TRIALS = 8
 IDENTITY = ("model", "layers", "gpu", "dtype", "simulated")
+CREATE_ATTEMPTS = 5
 
 
 def resolve_gpu(name: str, simulate: bool) -> tuple[Target, LiveGpu | None]:
@@ -65,8 +68,27 @@ def ensure_sqlite_parent(url: str) -> None:
             Path(db).parent.mkdir(parents=True, exist_ok=True)
 
 
-def open_study(storage: str, name: str, identity: dict[str, Any], seed: int) -> optuna.Study:
-    """Create or resume study ``name``; StudyError if it holds another kind of study.
+def _create_or_load(storage: str, name: str) -> tuple[optuna.Study, bool]:
+    """(study, created by this call). Workers starting together on a fresh RDB race to
+    create Optuna's tables and the study: the loser of a table race retries, the loser of
+    the study race loads what the winner made."""
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            return optuna.create_study(storage=storage, study_name=name,
+                                       direction="minimize"), True
+        except optuna.exceptions.DuplicatedStudyError:
+            return optuna.load_study(study_name=name, storage=storage), False
+        except sqlalchemy.exc.DBAPIError:
+            if attempt == CREATE_ATTEMPTS - 1:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
+def open_study(storage: str, name: str, identity: dict[str, Any],
+               seed: int) -> tuple[optuna.Study, bool]:
+    """Create or resume study ``name``: (study, created by this process); StudyError if it
+    holds another kind of study.
 
     The TPE sampler is seeded with ``seed`` plus the number of trials already there, so a
     resumed study does not replay the random start-up points of its first session.
@@ -74,9 +96,8 @@ def open_study(storage: str, name: str, identity: dict[str, Any], seed: int) -> 
     ensure_sqlite_parent(storage)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # progress.py reports trials
     try:
-        study = optuna.create_study(storage=storage, study_name=name, direction="minimize",
-                                    load_if_exists=True)
-    except (ValueError, ImportError) as e:
+        study, created = _create_or_load(storage, name)
+    except (ValueError, ImportError, sqlalchemy.exc.DBAPIError) as e:
         raise StudyError(f"cannot open storage {storage!r}: {e}") from e
     if study.direction != optuna.study.StudyDirection.MINIMIZE:
         raise StudyError(f"study {name!r} in {storage!r} maximises; it is not an amk-tune study")
@@ -95,4 +116,4 @@ def open_study(storage: str, name: str, identity: dict[str, Any], seed: int) -> 
         study.sampler = optuna.samplers.TPESampler(
             seed=seed + len(study.trials), n_startup_trials=N_STARTUP_TRIALS, multivariate=True,
             group=True)
-    return study
+    return study, created

@@ -14,6 +14,7 @@ from space.schedule import SM_POLICIES, Schedule
 from tests.conftest import TINY, TINY_UNTIED
 from validator import validate
 from validator.mutants import feasible_schedule
+from validator.verdict import CO_RESIDENT
 from vm.lowering import lower
 
 
@@ -55,3 +56,29 @@ def test_every_knob_over_several_steps(knobs, spec):
     program = lower(spec, Schedule(**knobs), get_target("h100"), steps=3, position=2)
     verdict = validate(program)
     assert verdict.accepted, verdict.describe()
+
+
+def test_the_study_search_space():
+    """Candidates as a study samples them (space.search_space, every knob, 1-8 steps per
+    launch, every GPU profile). The space leaves co-residency to the validator: a point
+    whose launch fits the GPU is ACCEPTED, one that does not is rejected for that alone."""
+    optuna = pytest.importorskip("optuna")
+    from space.search_space import suggest
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=5))
+    names, gpus = sorted(PRESETS), target_names()
+    fits = 0
+    for i in range(70):
+        target = get_target(gpus[i % len(gpus)])
+        s = suggest(study.ask(), target).schedule
+        program = lower(preset_spec(names[i % len(names)], layers=1 + i % 2), s, target)
+        resident = (s.blocks_per_sm <= target.max_blocks_per_sm
+                    and s.blocks_per_sm * s.threads <= target.max_threads_per_sm
+                    and s.blocks_per_sm * s.smem_bytes <= target.smem_per_sm
+                    and s.smem_bytes <= target.smem_per_block)
+        verdict = validate(program)
+        assert verdict.failed == (set() if resident else {CO_RESIDENT}), (
+            target.name, s, verdict.describe())
+        fits += resident
+    assert 20 < fits < 70
