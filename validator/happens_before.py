@@ -67,9 +67,10 @@ _NEVER = np.iinfo(np.int32).max  # an after-clock entry: no position known to be
 
 def _quantile(rows: np.ndarray, adds: np.ndarray, threshold: int, unit: bool) -> np.ndarray:
     """Per column: the value at which the running total of ``adds``, taken in increasing
-    order of the column, first reaches ``threshold``."""
+    order of the column, first reaches ``threshold`` (``rows`` is scratch)."""
     if unit:
-        return np.partition(rows, threshold - 1, axis=0)[threshold - 1]
+        rows.partition(threshold - 1, axis=0)
+        return rows[threshold - 1].copy()
     order = np.argsort(rows, axis=0, kind="stable")
     first = (np.cumsum(adds[order], axis=0) < threshold).sum(axis=0)
     cols = np.arange(rows.shape[1])
@@ -177,7 +178,10 @@ class HappensBefore:
         e, blocks = run.executions, ip.blocks
         after = np.full((e, blocks), _NEVER, dtype=np.int32)
         pending = np.full((len(ip.per_step), blocks), _NEVER, dtype=np.int32)
-        edges: dict[int, np.ndarray] = {}  # execution -> after clocks of its edge targets
+        # the waits not full, grouped by their candidate sets: the after clocks of a group's
+        # waiters joined, and per execution the groups that it must precede
+        joined: dict[tuple[int, bytes, int], np.ndarray] = {}
+        precedes: dict[int, list[tuple[int, bytes, int]]] = {}
         self._partial = {}
         counters, thresholds = run.wait_counter.tolist(), run.wait_threshold.tolist()
         exact = (run.wait_seen == run.wait_threshold).tolist()  # the run's prefix is exact
@@ -195,8 +199,8 @@ class HappensBefore:
             row[block[t]] = pos[t] + 1
             for c in signalled[tasks[t]]:
                 np.minimum(row, pending[c], out=row)
-            if t in edges:
-                np.minimum(row, edges.pop(t), out=row)
+            for key in precedes.pop(t, ()):
+                np.minimum(row, joined[key], out=row)
             if starts[t] == starts[t + 1]:
                 continue
             mine = row.copy()  # t itself comes after its producers
@@ -216,16 +220,17 @@ class HappensBefore:
                         np.minimum(pending[c], mine, out=pending[c])
                         continue
                 count = s.below(mine[s.block])
-                qkey = (c, count.tobytes(), threshold)
-                if qkey not in quantiles:
-                    quantiles[qkey] = self._implied(s, count, threshold, previous)
-                implied = self._partial[w] = quantiles[qkey]
-                for b in np.flatnonzero(implied >= 0).tolist():
-                    x = int(at[b, implied[b]])
-                    if x in edges:
-                        np.minimum(edges[x], mine, out=edges[x])
-                    else:
-                        edges[x] = mine.copy()
+                key = (c, count.tobytes(), threshold)
+                if key in joined:
+                    np.minimum(joined[key], mine, out=joined[key])
+                else:
+                    # every execution the candidates imply ended precedes every waiter
+                    # with these candidates, and all of those come later in the run
+                    implied = quantiles[key] = self._implied(s, count, threshold, previous)
+                    joined[key] = mine.copy()
+                    for b in np.flatnonzero(implied >= 0).tolist():
+                        precedes.setdefault(int(at[b, implied[b]]), []).append(key)
+                self._partial[w] = quantiles[key]
 
     # -- the forward sweep: clocks -----------------------------------------------------
     def _forward(self) -> None:

@@ -18,6 +18,7 @@ not members x writers.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +26,7 @@ import numpy as np
 from validator.greedy import GreedyRun
 from validator.happens_before import HappensBefore
 from validator.indexed import IndexedProgram
-from validator.verdict import RACE_FREE, Violation, capped
+from validator.verdict import RACE_FREE, REPORT_LIMIT, Violation, capped
 
 
 @dataclass(frozen=True)
@@ -54,14 +55,17 @@ def _accesses(ip: IndexedProgram, run: GreedyRun) -> _Accesses:
 
 
 @dataclass(frozen=True)
-class _Race:
-    first: int  # execution, earlier in the run
-    second: int
-    first_writes: bool
-    second_writes: bool
-    buffer: int
-    begin: int
-    end: int
+class _Races:
+    """Unordered conflicting pairs, one per entry: executions (``first`` earlier in the
+    run), which of them write, and a byte range where they meet."""
+
+    first: np.ndarray
+    second: np.ndarray
+    first_writes: np.ndarray
+    second_writes: np.ndarray
+    buffer: np.ndarray
+    begin: np.ndarray
+    end: np.ndarray
 
 
 # A run of reads of one range, consecutive among the buffer's accesses (nothing else of
@@ -118,7 +122,7 @@ def _members(start: np.ndarray, size: np.ndarray, groups: np.ndarray) -> tuple[n
 
 
 def _buffer_races(buf: int, begin: np.ndarray, end: np.ndarray, ex: np.ndarray,
-                  write: np.ndarray, hb: HappensBefore) -> list[_Race]:
+                  write: np.ndarray, hb: HappensBefore) -> _Races:
     n = len(begin)
     new = np.ones(n, dtype=bool)
     new[1:] = write[1:] | write[:-1] | (begin[1:] != begin[:-1]) | (end[1:] != end[:-1])
@@ -128,42 +132,34 @@ def _buffer_races(buf: int, begin: np.ndarray, end: np.ndarray, ex: np.ndarray,
     # every pair has a write on one side (a group of one) and a group on the other
     group = np.where(after_write, second, first)
     w = ex[start[np.where(after_write, first, second)]]
-    found: list[_Race] = []
-
-    def report(i: int, member: int) -> None:
-        """Pair ``i`` races through the group's access ``member``."""
-        if after_write[i]:
-            found.append(_Race(int(w[i]), int(ex[member]), True, bool(write[member]), buf,
-                               int(lo[i]), int(hi[i])))
-        else:
-            found.append(_Race(int(ex[member]), int(w[i]), False, True, buf, int(lo[i]),
-                               int(hi[i])))
-
     small = size[group] < VECTOR_GROUP
     pairs, member = _members(start, size, group[small])
     pairs = np.flatnonzero(small)[pairs]
     m = ex[member]
     ok = np.where(after_write[pairs], hb.ordered(w[pairs], m), hb.ordered(m, w[pairs]))
-    for i, mi in zip(pairs[~ok].tolist(), member[~ok].tolist(), strict=True):
-        report(i, mi)
+    bad_pair, bad_member = [pairs[~ok]], [member[~ok]]
     for g in np.unique(group[~small]).tolist():
         members = np.arange(start[g], start[g] + size[g])
         mine = np.flatnonzero((group == g) & ~small)
-        for i, j in _vector_checks(hb, ex[members], w[mine], after_write[mine]):
-            report(int(mine[i]), int(members[j]))
-    return found
+        i, j = _vector_checks(hb, ex[members], w[mine], after_write[mine])
+        bad_pair.append(mine[i])
+        bad_member.append(members[j])
+    i, mi = np.concatenate(bad_pair), np.concatenate(bad_member)
+    before = after_write[i]  # the write comes first
+    return _Races(np.where(before, w[i], ex[mi]), np.where(before, ex[mi], w[i]),
+                  before, ~before | write[mi], np.full(len(i), buf), lo[i], hi[i])
 
 
 def _vector_checks(hb: HappensBefore, reads: np.ndarray, writes: np.ndarray,
-                   before: np.ndarray) -> list[tuple[int, int]]:
+                   before: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A group of reads against the writes just before it (``before``) and just after it,
-    through per-block vectors: (write, read) index pairs that are not ordered, one per
-    failing (read, block) or (write, block). A clock's own-block entry is the execution's
-    own position, so program order, and an execution that reads and writes the same bytes,
-    pass without a special case."""
+    through per-block vectors: (write, read) indices of pairs that are not ordered, one
+    per failing (read, block) or (write, block). A clock's own-block entry is the
+    execution's own position, so program order, and an execution that reads and writes the
+    same bytes, pass without a special case."""
     blocks = hb.clock.shape[1]
     rb, rp = hb.block[reads], hb.pos[reads]
-    bad: list[tuple[int, int]] = []
+    bad_write, bad_read = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
     prior = np.flatnonzero(before)
     if len(prior):
         # per block, the latest write before the group: every read must see it
@@ -173,7 +169,8 @@ def _vector_checks(hb: HappensBefore, reads: np.ndarray, writes: np.ndarray,
         who = np.zeros(blocks, dtype=np.int64)
         who[wb[wp == latest[wb]]] = prior[wp == latest[wb]]
         j, b = np.nonzero(hb.clock[reads] < latest[None, :])
-        bad += zip(who[b].tolist(), j.tolist(), strict=True)
+        bad_write.append(who[b])
+        bad_read.append(j)
     later = np.flatnonzero(~before)
     if len(later):
         # per block, the latest read of the group: every later write must see it
@@ -182,44 +179,49 @@ def _vector_checks(hb: HappensBefore, reads: np.ndarray, writes: np.ndarray,
         who = np.zeros(blocks, dtype=np.int64)
         who[rb[rp == latest[rb]]] = np.flatnonzero(rp == latest[rb])
         i, b = np.nonzero(hb.clock[writes[later]] < latest[None, :])
-        bad += zip(later[i].tolist(), who[b].tolist(), strict=True)
-    return bad
+        bad_write.append(later[i])
+        bad_read.append(who[b])
+    return np.concatenate(bad_write), np.concatenate(bad_read)
 
 
-def _describe(ip: IndexedProgram, run: GreedyRun, race: _Race) -> Violation:
-    gx, gy = int(run.task[race.first]), int(run.task[race.second])
-    x = ip.label(gx, int(run.step[race.first]))
-    y = ip.label(gy, int(run.step[race.second]))
-    name = ip.buffer_names[race.buffer]
-    where = f"{name!r} bytes [{race.begin}, {race.end})"
-    if race.first_writes and race.second_writes:
+def _describe(ip: IndexedProgram, run: GreedyRun, races: _Races, k: int) -> Violation:
+    tx, ty = int(races.first[k]), int(races.second[k])
+    gx, gy = int(run.task[tx]), int(run.task[ty])
+    x, y = ip.label(gx, int(run.step[tx])), ip.label(gy, int(run.step[ty]))
+    name = ip.buffer_names[int(races.buffer[k])]
+    where = f"{name!r} bytes [{int(races.begin[k])}, {int(races.end[k])})"
+    if races.first_writes[k] and races.second_writes[k]:
         what = f"{x} and {y} both write {where}"
-    elif race.first_writes:
+    elif races.first_writes[k]:
         what = f"{y} reads {where} that {x} writes"
     else:
         what = f"{y} writes {where} that {x} reads"
     fix = ("nothing orders them in every interleaving: make the one that must go second wait "
            "for a signal that only the other (or a task after it) can give, or give them "
            "disjoint bytes")
-    if run.step[race.first] != run.step[race.second]:
+    if run.step[tx] != run.step[ty]:
         fix += " (different steps: a block runs ahead into the next step unless a wait holds it)"
     return Violation(RACE_FREE, (ip.ids[gx], ip.ids[gy]), f"{what}; {fix}")
 
 
 def race_violations(ip: IndexedProgram, run: GreedyRun, hb: HappensBefore) -> list[Violation]:
+    """One violation per pair of tasks that race (in any steps), the first REPORT_LIMIT
+    described, the rest counted."""
     acc = _accesses(ip, run)
     cuts = np.flatnonzero(np.diff(acc.buffer)) + 1
-    races: list[_Race] = []
-    for lo, hi in zip(np.r_[0, cuts].tolist(), np.r_[cuts, len(acc.buffer)].tolist(),
-                      strict=True):
-        if hi > lo and acc.write[lo:hi].any():
-            races += _buffer_races(int(acc.buffer[lo]), acc.begin[lo:hi], acc.end[lo:hi],
-                                   acc.exec[lo:hi], acc.write[lo:hi], hb)
-    seen: set[tuple[int, int]] = set()
-    found = []
-    for race in races:
-        pair = (int(run.task[race.first]), int(run.task[race.second]))
-        if pair not in seen:
-            seen.add(pair)
-            found.append(_describe(ip, run, race))
-    return capped(RACE_FREE, found, "racing task pairs")
+    parts = [
+        _buffer_races(int(acc.buffer[lo]), acc.begin[lo:hi], acc.end[lo:hi], acc.exec[lo:hi],
+                      acc.write[lo:hi], hb)
+        for lo, hi in zip(np.r_[0, cuts].tolist(), np.r_[cuts, len(acc.buffer)].tolist(),
+                          strict=True)
+        if hi > lo and acc.write[lo:hi].any()
+    ]
+    if not parts:
+        return []
+    races = _Races(*(np.concatenate([getattr(p, f.name) for p in parts])
+                     for f in dataclasses.fields(_Races)))
+    pair = run.task[races.first].astype(np.int64) * ip.tasks + run.task[races.second]
+    _, first = np.unique(pair, return_index=True)
+    first.sort()
+    shown = [_describe(ip, run, races, int(k)) for k in first[:REPORT_LIMIT]]
+    return capped(RACE_FREE, shown, "racing task pairs", total=len(first))

@@ -67,9 +67,12 @@ class Verdict:
         return "\n".join(lines)
 
 
-def capped(prop: str, found: list[Violation], noun: str) -> list[Violation]:
-    """``found`` cut to REPORT_LIMIT, with one line counting what was left out."""
-    if len(found) <= REPORT_LIMIT:
-        return found
-    rest = len(found) - REPORT_LIMIT
-    return [*found[:REPORT_LIMIT], Violation(prop, (), f"... and {rest} more {noun} like these")]
+def capped(prop: str, found: list[Violation], noun: str, total: int | None = None
+           ) -> list[Violation]:
+    """``found`` cut to REPORT_LIMIT, with one line counting what was left out (of
+    ``total``, when more were found than built)."""
+    total = len(found) if total is None else total
+    shown = found[:REPORT_LIMIT]
+    if total <= len(shown):
+        return shown
+    return [*shown, Violation(prop, (), f"... and {total - len(shown)} more {noun} like these")]
