@@ -7,12 +7,12 @@ ModelSpec + Schedule into a Program. Every knob changes the program (tests/space
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from amk_tune.errors import ScheduleError
+from amk_tune.json_file import read_json
 
 SM_POLICIES = ("rotate", "round_robin", "blocked")
 
@@ -99,15 +99,4 @@ class Schedule:
 
     @staticmethod
     def load(path: str | Path) -> Schedule:
-        p = Path(path)
-        try:
-            text = p.read_text()
-        except OSError as e:
-            raise ScheduleError(f"cannot read schedule file {str(p)!r}: {e.strerror}") from None
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ScheduleError(
-                f"schedule file {str(p)!r} is not JSON: {e.msg} (line {e.lineno})"
-            ) from None
-        return Schedule.from_dict(data)
+        return Schedule.from_dict(read_json(path, "schedule", ScheduleError))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from amk_tune.errors import ProgramError
+from amk_tune.json_file import read_json
 
 FORMAT = "amk-program"
 VERSION = 1
@@ -150,17 +151,7 @@ class Program:
 
 def read_program_json(path: str | Path) -> Any:
     """The decoded JSON of a program file, or ProgramError naming what is wrong."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise ProgramError(f"cannot read program file {str(p)!r}: {e.strerror}") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ProgramError(
-            f"{str(p)!r} is not JSON (line {e.lineno}, column {e.colno}: {e.msg})"
-        ) from None
+    return read_json(path, "program", ProgramError)
 
 
 def check_header(d: Any) -> None:

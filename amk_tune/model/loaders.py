@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import functools
 import importlib.util
-import json
 import re
 import struct
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 
 from amk_tune.errors import ModelError, WeightsNotFound
+from amk_tune.json_file import read_json
 from amk_tune.model.hf_config import SUPPORTED, spec_from_hf_config
 from amk_tune.model.presets import PRESETS, check_dtype, random_weights, with_layers
 from amk_tune.model.spec import ModelSpec
@@ -170,10 +170,7 @@ def _raw_config(src: _Source) -> dict[str, Any]:
                 f"(`hf download {src.location} --local-dir DIR`) and pass that local "
                 "directory instead"
             ) from e
-    try:
-        return json.loads(config_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ModelError(f"{str(config_path)!r} is not valid JSON: {e}") from e
+    return read_json(config_path, "model config", ModelError)
 
 
 @functools.lru_cache(maxsize=4)
