@@ -74,7 +74,8 @@ def _state(t: FrozenTrial) -> tuple[str, str]:
 def _candidate(t: FrozenTrial, target: Target) -> Candidate:
     a = t.user_attrs
     if "schedule" in a and "kernel_knobs" in a:
-        return Candidate(Schedule.from_dict(a["schedule"]), KernelKnobs.from_dict(a["kernel_knobs"]))
+        return Candidate(Schedule.from_dict(a["schedule"]),
+                         KernelKnobs.from_dict(a["kernel_knobs"]))
     return candidate_of(t.params, target)
 
 
@@ -142,5 +143,6 @@ def add_study(storage: str, name: str, path: str | Path = CORPUS_PATH, *,
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     out = fresh if old.empty else pd.concat([old, fresh], ignore_index=True)
+    out = out.astype({"tiles": "Int64", "lm_tiles": "Int64"})  # 130, not 130.0
     out.to_csv(p, index=False)
     return AddResult(len(fresh), len(new) - len(fresh), simulated, p)

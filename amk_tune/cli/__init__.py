@@ -11,7 +11,7 @@ import sys
 from amk_tune.errors import AmkError
 
 SUBCOMMANDS = ["doctor", "compile", "generate", "validate", "bench", "study", "export", "run",
-               "report", "dashboard"]
+               "report", "dashboard", "corpus", "prior"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--simulate", action="store_true",
                    help="no GPU: CPU reference VM oracle and an analytic cost model; every "
                         "output is marked simulated")
+    p.add_argument("--no-prior", action="store_true",
+                   help="no warm start: do not enqueue the learned prior's picks after the "
+                        "default schedule (prior/warm_start.py)")
     p.add_argument("--prompt-len", type=int, default=16,
                    help="oracle prompt length: the timed launch runs at this position")
     p.add_argument("--iters", type=int, default=100, help="timed launches per trial")
@@ -38,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     opts = StudyOptions(
         model=args.model, gpu=args.gpu, minutes=args.minutes, trials=args.trials,
         dtype=args.dtype, layers=args.layers, storage=args.storage, study=args.study,
-        seed=args.seed, simulate=args.simulate, prompt_len=args.prompt_len, iters=args.iters,
+        seed=args.seed, simulate=args.simulate, prior=not args.no_prior,
+        prompt_len=args.prompt_len, iters=args.iters,
         trial_timeout_s=args.trial_timeout,
     )
     return 0 if run_study(opts).feasible else 1

@@ -48,21 +48,26 @@ class StudySetup:
     worker_info: dict[str, Any]  # the worker's ready message (device, weights hash, baselines)
 
 
+def trial_programs(spec: ModelSpec, target: Target, cand: Candidate,
+                   prompt_len: int) -> dict[str, Program]:
+    """The launches a trial runs: the prompt in one launch, then the timed launch (what the
+    validator must accept; the prior's warm start checks the same two)."""
+    s = cand.schedule
+    total = prompt_len + s.steps_per_launch
+    return {
+        "prompt launch": lower(spec, s, target, steps=prompt_len, position=0, max_seq=total),
+        "timed launch": lower(spec, s, target, steps=s.steps_per_launch, position=prompt_len,
+                              max_seq=total),
+    }
+
+
 class Objective:
     def __init__(self, study: optuna.Study, setup: StudySetup, worker: Worker) -> None:
         self.study, self.setup, self.worker = study, setup, worker
         self.artifact_note: str | None = None  # why artifacts are not stored, once known
 
     def programs(self, cand: Candidate) -> dict[str, Program]:
-        """The launches a trial runs: the prompt in one launch, then the timed launch."""
-        s, sp, p = cand.schedule, self.setup.spec, self.setup.prompt_len
-        total = p + s.steps_per_launch
-        return {
-            "prompt launch": lower(sp, s, self.setup.target, steps=p, position=0,
-                                   max_seq=total),
-            "timed launch": lower(sp, s, self.setup.target, steps=s.steps_per_launch,
-                                  position=p, max_seq=total),
-        }
+        return trial_programs(self.setup.spec, self.setup.target, cand, self.setup.prompt_len)
 
     def __call__(self, trial: optuna.Trial) -> float:
         setup = self.setup

@@ -2,7 +2,8 @@
 
 ``minutes`` is the wall-clock budget of the whole session, start-up included (weights,
 HF reference, baselines): no trial starts once the median trial would not finish in time.
-Trial 0 of a new study is the default schedule, so "first" always means the default.
+Trial 0 of a new study is the default schedule, so "first" always means the default; the
+prior's warm-start picks (``--no-prior`` turns them off) come right after it.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from typing import TextIO
 import optuna
 
 from amk_tune.errors import StudyError, TrialFailed
+from amk_tune.model.spec import ModelSpec
 from amk_tune.study.objective import Objective, StudySetup
 from amk_tune.study.progress import Progress, best_feasible
 from amk_tune.study.setup import DEFAULT_STORAGE, open_study, resolve_gpu, study_name
 from amk_tune.study.summary import summary
 from amk_tune.study.worker import Worker, WorkerSpec
+from amk_tune.targets import Target
 from space.search_space import STEPS_PER_LAUNCH, default_params
 
 
@@ -39,6 +42,8 @@ class StudyOptions:
     study: str | None = None
     seed: int = 0
     simulate: bool = False
+    prior: bool = True  # warm start a new study with the prior's picks (prior/warm_start.py)
+    prior_picks: int = 4
     prompt_len: int = 16
     iters: int = 100
     trial_timeout_s: float = 180.0
@@ -58,6 +63,27 @@ class StudyOutcome:
     study: optuna.Study
     text: str  # the closing summary
     feasible: bool  # a feasible trial exists
+
+
+def enqueue_prior_picks(study: optuna.Study, opts: StudyOptions, spec: ModelSpec,
+                        target: Target, err: TextIO) -> None:
+    """Queue the prior's best accepted candidates after the default (never more than the
+    trials this run will start, so none is left waiting)."""
+    from prior.warm_start import warm_start
+
+    k = opts.prior_picks if opts.trials is None else min(opts.prior_picks, opts.trials - 1)
+    tag = "[study, simulated]" if opts.simulate else "[study]"
+    if k < 1:
+        print(f"{tag} prior: no room after the default in --trials {opts.trials}", file=err)
+        return
+    first = len(study.trials)
+    ws = warm_start(study, spec, target, opts.dtype, storage=opts.storage,
+                    prompt_len=opts.prompt_len, k=k, seed=opts.seed)
+    print(f"{tag} {ws.note}", file=err, flush=True)
+    for n, p in enumerate(ws.picks, start=first):
+        knobs = ", ".join(f"{key}={v}" for key, v in p.params.items())
+        print(f"{tag} prior enqueued #{n}: predicted {p.predicted_us:.1f} us/token "
+              f"(floor/latency {p.fraction:.3f}; {knobs})", file=err, flush=True)
 
 
 def run_study(opts: StudyOptions, *, out: TextIO | None = None,
@@ -105,6 +131,8 @@ def run_study(opts: StudyOptions, *, out: TextIO | None = None,
         before = len(study.trials)
         if created:  # one worker of many: only the study's creator enqueues the default
             study.enqueue_trial(default_params(), user_attrs={"role": "default schedule"})
+            if opts.prior:
+                enqueue_prior_picks(study, opts, spec, target, err)
         setup = StudySetup(spec, target, opts.simulate, opts.prompt_len, opts.model, 0, info)
         objective = Objective(study, setup, worker)
         study.optimize(objective, n_trials=opts.trials,

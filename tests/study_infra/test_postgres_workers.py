@@ -39,7 +39,8 @@ def postgres():
 def worker(url: str, seed: int, artifacts: Path) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "amk_tune", "study", "--simulate", "--model", "smollm2-135m",
            "--layers", "1", "--gpu", "t4", "--prompt-len", "2", "--trials", str(TRIALS),
-           "--minutes", "8", "--storage", url, "--study", STUDY, "--seed", str(seed)]
+           "--minutes", "8", "--storage", url, "--study", STUDY, "--seed", str(seed),
+           "--no-prior"]  # the creator's warm start would delay it past the interleave check
     env = {**os.environ, "AMK_ARTIFACTS": str(artifacts), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
