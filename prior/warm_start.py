@@ -28,6 +28,7 @@ from prior.model import Prior, fit_prior, latency_us
 from space.search_space import Candidate, suggest
 from validator import validate
 from vm.analysis import program_stats
+from vm.program import Program
 
 ROLE = "prior pick"
 
@@ -79,13 +80,14 @@ def sample_candidates(target: Target, n: int, seed: int) -> list[tuple[dict[str,
     return out
 
 
-def accepted(spec: ModelSpec, target: Target, cand: Candidate, prompt_len: int) -> bool:
-    """Whether the validator accepts both launches the trial would run."""
+def accepted_programs(spec: ModelSpec, target: Target, cand: Candidate,
+             prompt_len: int) -> dict[str, Program] | None:
+    """The launches the trial would run when the validator accepts both, else None."""
     try:
         programs = trial_programs(spec, target, cand, prompt_len)
     except ScheduleError:
-        return False
-    return all(validate(p, target).accepted for p in programs.values())
+        return None
+    return programs if all(validate(p, target).accepted for p in programs.values()) else None
 
 
 def queued_params(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
@@ -109,10 +111,10 @@ def pick(study: optuna.Study, prior: Prior, spec: ModelSpec, target: Target, dty
     picks: list[Pick] = []
     for i in order[:max_checks]:
         params, cand = pool[i]
-        if not accepted(spec, target, cand, prompt_len):
+        programs = accepted_programs(spec, target, cand, prompt_len)
+        if programs is None:
             continue
-        timed = trial_programs(spec, target, cand, prompt_len)["timed launch"]
-        floor = target.floor_us(program_stats(timed).weight_bytes)
+        floor = target.floor_us(program_stats(programs["timed launch"]).weight_bytes)
         chosen = Pick(params, float(fractions[i]), float(latency_us(floor, fractions[i])))
         study.enqueue_trial(params, user_attrs={"role": ROLE,
                                                 "prior_predicted_us": chosen.predicted_us})
