@@ -39,7 +39,7 @@ class TorchDecodeStep:
         self.token = torch.zeros(1, dtype=torch.long, device=device)
         self.pos = torch.zeros(1, dtype=torch.long, device=device)
         self.arange = torch.arange(max_seq, device=device)
-        self.lm = self.w["embed" if sp.tie_embeddings else "lm_head"]
+        self.lm = self.w[weights.lm_head_name()]
 
     def set(self, token: int, position: int) -> None:
         self.token.fill_(token)

@@ -21,13 +21,16 @@ from amk_tune.model.weights import ModelWeights
 from amk_tune.targets import Target
 from space.kernel_knobs import KernelKnobs
 from space.schedule import Schedule
+from vm.analysis import weight_bytes
 from vm.lowering import lower
+from vm.program import Program
 
 
 @dataclass(frozen=True)
 class BenchResult:
     device: str
     model: str
+    storage: str  # the weights' storage dtype, in words (ModelWeights.storage)
     position: int
     steps: int
     megakernel: Timing  # us per token
@@ -43,7 +46,8 @@ class BenchResult:
                  f"{self.verdict}")]
         rows += [(name, t, "") for name, t in self.baselines.items()]
         lines = [
-            f"bench: {self.model} bf16, position {self.position}, {self.device}, {self.date}",
+            f"bench: {self.model} {self.storage}, position {self.position}, {self.device}, "
+            f"{self.date}",
             f"{'what':<28} {'us/token':>10} {'p10-p90':>17}  note",
         ]
         for name, t, note in rows:
@@ -71,6 +75,15 @@ def prompt_ids(weights: ModelWeights, tokenizer, position: int) -> list[int]:
     return [int(t) for t in rng.integers(0, weights.spec.vocab, position)]
 
 
+def launch_programs(weights: ModelWeights, target: Target, schedule: Schedule, position: int,
+                    steps: int) -> tuple[Program, Program]:
+    """(the prompt launch of ``position`` steps, the launch of ``steps`` steps after it)."""
+    spec, total = weights.spec, position + steps
+    fmt = {"dtype": weights.dtype, "quant_group": weights.quant_group}
+    return (lower(spec, schedule, target, steps=position, position=0, max_seq=total, **fmt),
+            lower(spec, schedule, target, steps=steps, position=position, max_seq=total, **fmt))
+
+
 def run_checked(machine, weights: ModelWeights, target: Target, schedule: Schedule,
                 prompt: list[int], steps: int):
     """The prompt in one launch (filling the KV caches), then one launch of ``steps`` decode
@@ -78,11 +91,8 @@ def run_checked(machine, weights: ModelWeights, target: Target, schedule: Schedu
 
     Returns (the prepared launch, logits of every step [len(prompt) + steps, vocab], greedy
     tokens: the prompt launch's last one, then the timed launch's ``steps``)."""
-    spec, position = weights.spec, len(prompt)
-    total = position + steps
-    pre = lower(spec, schedule, target, steps=position, position=0, max_seq=total)
+    pre, program = launch_programs(weights, target, schedule, len(prompt), steps)
     first = machine.launch(pre, prompt)
-    program = lower(spec, schedule, target, steps=steps, position=position, max_seq=total)
     prepared = machine.prepare(program, [int(first.tokens[-1])])
     machine.start(prepared)
     machine.finish(prepared)
@@ -135,10 +145,11 @@ def bench(weights: ModelWeights, target: Target, *, tokenizer=None, position: in
         verdict = compare(ref, tokens, logits).message
     mk = time_launch(machine, prepared, iters)
     base = torch_baselines(weights, position, iters, compile=compile_baseline)
-    wbytes = spec.weight_bytes_per_token(2.0)
+    timed = launch_programs(weights, target, schedule or Schedule(), position, steps)[1]
+    wbytes = weight_bytes(timed)
     return BenchResult(
-        device=device_name(machine),
-        model=spec.name, position=position, steps=steps, megakernel=mk, verdict=verdict,
+        device=device_name(machine), model=spec.name, storage=weights.storage,
+        position=position, steps=steps, megakernel=mk, verdict=verdict,
         baselines=base, floor_us=target.floor_us(wbytes), weight_bytes=wbytes,
         gbps=target.measured_gbps, date=datetime.date.today().isoformat(),
     )

@@ -39,12 +39,15 @@ def configure_torch(threads: int = ORACLE_THREADS) -> None:
 def hf_model(weights: ModelWeights) -> LlamaForCausalLM:
     """HF ``LlamaForCausalLM``, float32, eager attention, CPU, holding exactly ``weights``.
 
-    The parameters share memory with ``weights.tensors``: treat both as read-only.
+    The parameters share memory with ``weights.tensors``: treat both as read-only. int8
+    weights run untied: their LM head is quantised, their embedding lookup is bf16.
     """
     configure_torch()
+    config = spec_to_hf_config(weights.spec)
+    config.tie_word_embeddings = weights.lm_head_name() == "embed"
     model, info = LlamaForCausalLM.from_pretrained(
         None,
-        config=spec_to_hf_config(weights.spec),
+        config=config,
         state_dict=weights_to_hf_state_dict(weights),
         attn_implementation="eager",
         dtype=torch.float32,

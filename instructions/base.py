@@ -20,10 +20,13 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 
 from amk_tune.errors import ProgramError
+from amk_tune.model.weights import SCALE_SUFFIX
 from vm.program import Range
 
 F32 = 4  # bytes of an activation element (fp32 residual stream, fp32 scratch)
 I32 = 4
+BF16 = 2  # bytes of a bf16 weight element
+INT8 = 1
 
 
 def weight_buffer(tensor: str) -> str:
@@ -31,26 +34,38 @@ def weight_buffer(tensor: str) -> str:
     return f"w.{tensor}"
 
 
+def scale_buffer(tensor: str) -> str:
+    """The program buffer that holds the float32 scales of int8 weight tensor ``tensor``."""
+    return f"w.{tensor}{SCALE_SUFFIX}"
+
+
 @dataclass(frozen=True)
 class Geometry:
     """What an instruction needs to turn its args into byte ranges.
 
     ``position`` is the sequence position of step 0 of the launch, ``steps`` the decode
-    steps of the launch, ``wbytes`` the bytes of one stored weight element,
-    ``weight_shapes`` the shape of every weight tensor.
+    steps of the launch, ``weight_shapes`` the shape of every weight tensor. Weights are
+    bf16 unless an instruction says its matrix is int8 (``int8_rows``).
     """
 
     position: int
     steps: int
-    wbytes: int
     weight_shapes: dict[str, tuple[int, ...]]
 
     def weight_rows(self, tensor: str, r0: int, r1: int) -> Range:
         cols = self.weight_shapes[tensor][-1]
-        return Range(weight_buffer(tensor), r0 * cols * self.wbytes, r1 * cols * self.wbytes)
+        return Range(weight_buffer(tensor), r0 * cols * BF16, r1 * cols * BF16)
+
+    def int8_rows(self, tensor: str, r0: int, r1: int, group: int) -> list[Range]:
+        """Rows ``[r0, r1)`` of int8 ``tensor``: their codes, and their float32 scales (one
+        per ``group`` columns of a row)."""
+        cols = self.weight_shapes[tensor][-1]
+        per_row = cols // group * F32
+        return [Range(weight_buffer(tensor), r0 * cols * INT8, r1 * cols * INT8),
+                Range(scale_buffer(tensor), r0 * per_row, r1 * per_row)]
 
     def weight_all(self, tensor: str) -> Range:
-        return Range(weight_buffer(tensor), 0, math.prod(self.weight_shapes[tensor]) * self.wbytes)
+        return Range(weight_buffer(tensor), 0, math.prod(self.weight_shapes[tensor]) * BF16)
 
 
 class ExecContext(Protocol):

@@ -14,6 +14,8 @@ from instructions.reference_math import rmsnorm
 from instructions.vec_source import VecSource
 from vm.program import Range
 
+GEMV_DTYPES = ("bf16", "int8")
+
 
 @dataclass(frozen=True)
 class Gemv(Instruction):
@@ -22,6 +24,12 @@ class Gemv(Instruction):
     ``matrix`` names a weight tensor [out, in]; ``rows`` are half-open row segments;
     ``norm`` names an RMSNorm weight folded into the prologue (each tile recomputes the
     norm of the whole input: hidden floats from L2 are cheaper than a grid-wide stage).
+
+    ``dtype`` is how ``matrix`` is stored: ``bf16``, or ``int8`` codes (one byte each) with
+    a float32 scale per row and ``group`` consecutive columns (``group`` = K: one scale per
+    row) in buffer ``w.<matrix>.scale``. ``W`` is then ``float32(code) * scale``
+    (amk_tune/model/quantise.py): the twin multiplies those values, which the context
+    serves as the matrix; the CUDA side dequantises in registers. ``group`` is 0 for bf16.
     """
 
     op = "gemv"
@@ -30,9 +38,22 @@ class Gemv(Instruction):
     src: VecSource
     norm: str | None
     epilogue: Epilogue
+    dtype: str = "bf16"
+    group: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dtype not in GEMV_DTYPES:
+            raise ValueError(f"gemv dtype {self.dtype!r} is not one of {GEMV_DTYPES}")
+        if (self.dtype == "int8") != (self.group > 0):
+            raise ValueError(f"gemv group {self.group!r}: int8 weights need a group > 0 "
+                             "(columns per scale), bf16 weights take 0")
 
     def accesses(self, geom: Geometry) -> tuple[list[Range], list[Range]]:
-        reads = [geom.weight_rows(self.matrix, a, b) for a, b in self.rows]
+        if self.dtype == "int8":
+            reads = [r for a, b in self.rows
+                     for r in geom.int8_rows(self.matrix, a, b, self.group)]
+        else:
+            reads = [geom.weight_rows(self.matrix, a, b) for a, b in self.rows]
         reads += self.src.accesses(geom)
         if self.norm is not None:
             reads.append(geom.weight_all(self.norm))
@@ -48,13 +69,16 @@ class Gemv(Instruction):
         self.epilogue.apply(ctx, step, self.rows, y)
 
     def to_args(self) -> dict[str, Any]:
-        return {
+        args = {
             "matrix": self.matrix,
             "rows": [list(r) for r in self.rows],
             "src": plain(self.src),
             "norm": self.norm,
             "epilogue": self.epilogue.to_args(),
         }
+        if self.dtype != "bf16":  # bf16 programs stay exactly what they were
+            args |= {"dtype": self.dtype, "group": self.group}
+        return args
 
 
 NESTED[("Gemv", "src")] = VecSource.from_args

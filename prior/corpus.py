@@ -1,12 +1,13 @@
 """The corpus of trials the prior learns from: one CSV row per trial.
 
-A row says what was tried (every knob), on what (the model's shape, the GPU profile, the
-dtype) and what came of it: ``state`` is ``complete`` (feasible, timed), ``infeasible``
-(timed but the oracle failed), ``pruned`` (rejected by the validator) or ``fail``, with
-the ``reason``; ``us_per_token`` and ``floor_us`` where the trial was timed; ``measurement``
-is ``measured`` or ``simulated``. The committed corpus (``studies/corpus.csv``) holds
-measured trials; ``add_study`` refuses a simulated study unless asked, and never adds a
-(study, trial) pair twice.
+A row says what was tried (every knob, and the weight format: ``dtype`` and int8
+``quant_group``), on what (the model's shape, the GPU profile) and what came of it:
+``state`` is ``complete`` (feasible, timed), ``infeasible`` (timed but the oracle failed),
+``pruned`` (rejected by the validator) or ``fail``, with the ``reason``; ``us_per_token``
+and ``floor_us`` where the trial was timed; ``measurement`` is ``measured`` or
+``simulated``. The committed corpus (``studies/corpus.csv``) holds measured trials;
+``add_study`` refuses a simulated study unless asked, and never adds a (study, trial) pair
+twice.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from amk_tune.targets import Target, get_target
 from space.kernel_knobs import KernelKnobs
 from space.schedule import Schedule
 from space.search_space import Candidate, candidate_of
+from space.weight_format import WeightFormat
 
 CORPUS_PATH = Path(__file__).resolve().parents[1] / "studies" / "corpus.csv"
 MODEL_FIELDS = ("hidden", "layers", "heads", "kv_heads", "head_dim", "intermediate", "vocab",
@@ -33,7 +35,10 @@ GPU_FIELDS = ("sms", "measured_gbps", "smem_per_sm")
 KNOB_FIELDS = (*(f for f in Schedule.__dataclass_fields__),
                *(f for f in KernelKnobs.__dataclass_fields__))
 COLUMNS = ("study", "trial", "model", *MODEL_FIELDS, "gpu", *GPU_FIELDS, "dtype",
-           *KNOB_FIELDS, "state", "reason", "us_per_token", "floor_us", "measurement", "date")
+           *KNOB_FIELDS, "quant_group", "state", "reason", "us_per_token", "floor_us",
+           "measurement", "date")
+# columns a corpus written before them lacks, and what its rows mean there (bf16: no group)
+LATER_COLUMNS = {"quant_group": 0}
 STATES = ("complete", "infeasible", "pruned", "fail")
 
 
@@ -54,8 +59,8 @@ def context_fields(spec: ModelSpec, target: Target, dtype: str) -> dict[str, Any
 
 
 def knob_fields(cand: Candidate) -> dict[str, Any]:
-    """The knob columns of a row: every Schedule and KernelKnobs field."""
-    return {**cand.schedule.to_dict(), **cand.knobs.to_dict()}
+    """The knob columns of a row: every Schedule and KernelKnobs field, the weight format."""
+    return {**cand.schedule.to_dict(), **cand.knobs.to_dict(), **cand.weights.to_dict()}
 
 
 def _state(t: FrozenTrial) -> tuple[str, str]:
@@ -75,7 +80,8 @@ def _candidate(t: FrozenTrial, target: Target) -> Candidate:
     a = t.user_attrs
     if "schedule" in a and "kernel_knobs" in a:
         return Candidate(Schedule.from_dict(a["schedule"]),
-                         KernelKnobs.from_dict(a["kernel_knobs"]))
+                         KernelKnobs.from_dict(a["kernel_knobs"]),
+                         WeightFormat.from_dict(a.get("weights", {})))
     return candidate_of(t.params, target)
 
 
@@ -114,6 +120,9 @@ def read_corpus(path: str | Path = CORPUS_PATH) -> pd.DataFrame:
     if not p.exists():
         return pd.DataFrame(columns=list(COLUMNS))
     df = pd.read_csv(p)
+    for column, value in LATER_COLUMNS.items():
+        if column not in df.columns:
+            df[column] = value
     missing = sorted(set(COLUMNS) - set(df.columns))
     if missing:
         raise StudyError(f"corpus {str(p)!r} lacks the columns {missing}: it was written by "

@@ -1,6 +1,7 @@
 """A corpus row (knobs + model shape + GPU profile + dtype) -> a fixed numeric vector.
 
-Sizes enter as log2, categoricals one-hot (``sm_policy``, ``dtype``), and the knobs that only
+Sizes enter as log2, categoricals one-hot (``sm_policy``, ``dtype``), the int8 group as the
+scale bytes per weight byte it adds (4 / group; 0 per channel or bf16), and the knobs that only
 mean something relative to the GPU as ratios to it (tiles per block, shared memory and
 threads per SM against the profile), so a prior trained on one GPU can rank for another.
 The order of ``FEATURES`` is the contract: ``vector`` returns exactly that many numbers.
@@ -23,12 +24,12 @@ FEATURES = (
     "log2_hidden", "log2_layers", "log2_heads", "log2_kv_heads", "log2_head_dim",
     "log2_intermediate", "log2_vocab", "tie_embeddings",
     "log2_sms", "log2_measured_gbps", "log2_smem_per_sm",
-    *(f"dtype_{d}" for d in STORAGE_DTYPES),
+    *(f"dtype_{d}" for d in STORAGE_DTYPES), "scale_bytes_per_weight",
     "tiles_custom", "tiles_per_block", "lm_tiles_custom", "lm_tiles_per_block",
     *(f"sm_policy_{p}" for p in SM_POLICIES),
     "split_kv", *FUSIONS, "log2_steps_per_launch", "blocks_per_sm", "log2_threads",
     "smem_per_block_kib", "smem_fraction_of_sm", "threads_per_sm_over_2048",
-    "rows_per_warp", "unroll", "spin_sleep_us",
+    "rows_per_warp", "unroll", "spin_sleep_us", "prefetch", "lm_rows_per_warp", "lm_unroll",
 )
 
 
@@ -59,6 +60,7 @@ def vector(row: Mapping[str, Any]) -> np.ndarray:
         math.log2(float(row["sms"])), math.log2(float(row["measured_gbps"])),
         math.log2(float(row["smem_per_sm"])),
         *(float(row["dtype"] == d) for d in STORAGE_DTYPES),
+        4.0 / float(row["quant_group"]) if float(row["quant_group"]) > 0 else 0.0,
         0.0 if _missing(tiles) else 1.0,
         1.0 if _missing(tiles) else float(tiles) / blocks,
         0.0 if _missing(lm_tiles) else 1.0,
@@ -70,6 +72,7 @@ def vector(row: Mapping[str, Any]) -> np.ndarray:
         float(row["smem_bytes"]) / 1024, per_sm_smem / float(row["smem_per_sm"]),
         float(row["threads"]) * int(row["blocks_per_sm"]) / 2048,
         float(row["rows_per_warp"]), float(row["unroll"]), float(row["spin_sleep_ns"]) / 1000,
+        float(row["prefetch"]), float(row["lm_rows_per_warp"]), float(row["lm_unroll"]),
     ]
     return np.asarray(out, dtype=np.float64)
 

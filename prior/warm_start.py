@@ -3,8 +3,9 @@
 1. Training data: the committed corpus plus the finished trials of every amk-tune study in
    the study's storage (measured rows only train the prior; duplicates of corpus rows are
    dropped).
-2. ``candidates`` random points of the search space (Optuna's RandomSampler on a throwaway
-   in-memory study), minus those the study has already tried or queued.
+2. ``candidates`` random points of the study's part of the search space (its weight
+   formats: ``WeightChoices.for_study``; Optuna's RandomSampler on a throwaway in-memory
+   study), minus those the study has already tried or queued.
 3. Ranked by the prior's predicted floor/latency fraction; then, best first, each is lowered
    and validated exactly as the objective will (``trial_programs`` + ``validate``) and only
    ACCEPTED ones are enqueued, until ``k`` are or ``max_checks`` candidates were tried.
@@ -26,6 +27,7 @@ from amk_tune.targets import Target
 from prior.corpus import CORPUS_PATH, context_fields, knob_fields, read_corpus, study_rows
 from prior.model import Prior, fit_prior, latency_us
 from space.search_space import Candidate, suggest
+from space.weight_format import WHOLE_SPACE, WeightChoices
 from validator import validate
 from vm.analysis import program_stats
 from vm.program import Program
@@ -66,13 +68,16 @@ def training_data(storage: str | None, corpus: str | Path = CORPUS_PATH) -> pd.D
     return rows.drop_duplicates(subset=["study", "trial"], keep="first").reset_index(drop=True)
 
 
-def sample_candidates(target: Target, n: int, seed: int) -> list[tuple[dict[str, Any], Candidate]]:
-    """Up to ``n`` distinct random (params, candidate) pairs of the search space."""
+def sample_candidates(target: Target, n: int, seed: int,
+                      weights: WeightChoices = WHOLE_SPACE,
+                      ) -> list[tuple[dict[str, Any], Candidate]]:
+    """Up to ``n`` distinct random (params, candidate) pairs of the search space, with
+    weight formats among ``weights``."""
     scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     out, seen = [], set()
     for _ in range(n):
         trial = scratch.ask()
-        cand = suggest(trial, target)
+        cand = suggest(trial, target, weights)
         key = tuple(sorted(trial.params.items()))
         if key not in seen:
             seen.add(key)
@@ -97,10 +102,12 @@ def queued_params(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
 
 def pick(study: optuna.Study, prior: Prior, spec: ModelSpec, target: Target, dtype: str, *,
          prompt_len: int, k: int = 4, candidates: int = 512, max_checks: int = 32,
-         seed: int = 0) -> tuple[Pick, ...]:
-    """Rank random candidates with ``prior`` and enqueue the best ``k`` accepted ones."""
+         seed: int = 0, quant_group: int | None = None) -> tuple[Pick, ...]:
+    """Rank random candidates of a (``dtype``, ``quant_group``) study (space/weight_format.py)
+    with ``prior`` and enqueue the best ``k`` accepted ones."""
     tried = {tuple(sorted(queued_params(t).items())) for t in study.get_trials(deepcopy=False)}
-    pool = [(p, c) for p, c in sample_candidates(target, candidates, seed)
+    weights = WeightChoices.for_study(spec, dtype, quant_group)
+    pool = [(p, c) for p, c in sample_candidates(target, candidates, seed, weights)
             if tuple(sorted(p.items())) not in tried]
     if not pool or k < 1:
         return ()
@@ -126,14 +133,15 @@ def pick(study: optuna.Study, prior: Prior, spec: ModelSpec, target: Target, dty
 
 def warm_start(study: optuna.Study, spec: ModelSpec, target: Target, dtype: str, *,
                storage: str | None, prompt_len: int, k: int = 4, seed: int = 0,
-               corpus: str | Path = CORPUS_PATH) -> WarmStart:
+               corpus: str | Path = CORPUS_PATH, quant_group: int | None = None) -> WarmStart:
     """Train the prior on the corpus + ``storage`` and enqueue its picks into ``study``."""
     rows = training_data(storage, corpus)
     try:
         prior = fit_prior(rows, seed=seed)
     except ValueError as e:
         return WarmStart((), f"prior off: {e}")
-    picks = pick(study, prior, spec, target, dtype, prompt_len=prompt_len, k=k, seed=seed)
+    picks = pick(study, prior, spec, target, dtype, prompt_len=prompt_len, k=k, seed=seed,
+                 quant_group=quant_group)
     note = (f"prior trained on {prior.rows} measured trials ({prior.positives} feasible); "
             f"{len(picks)} of {k} picks accepted by the validator")
     return WarmStart(picks, note)

@@ -9,6 +9,12 @@ None of them changes the arithmetic: each output row is still summed in the same
   together, their weight loads interleaved: more independent 16-byte loads in flight.
 - ``unroll``: 16-byte chunks of each row a lane loads into registers before it multiplies
   them (loads in flight per lane per row).
+- ``lm_rows_per_warp``, ``lm_unroll``: the same two for the LM-head GEMV alone. It streams
+  the largest matrix with the fewest rows staged, so it wants more loads in flight than the
+  layers' tiles, whose registers the other pair sizes.
+- ``prefetch``: tasks whose weights a block has in flight (the prefetch ring's slots in
+  shared memory): 1 stages a task's weights only while it waits on its own inputs; more
+  stream later tasks' weights while earlier tasks wait and run.
 - ``spin_sleep_ns``: the longest ``__nanosleep`` back-off of a spin-wait on a counter; 0
   spins without sleeping (lowest hand-off latency, most memory traffic while waiting).
 """
@@ -17,13 +23,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from amk_tune.errors import ScheduleError
+from amk_tune.json_file import read_json
 
 ROWS_PER_WARP = (1, 2, 4)
 UNROLL = (1, 2, 4)
 SPIN_SLEEP_NS = (0, 32, 64, 256)
+PREFETCH = (1, 2, 3, 4)
 
 
 @dataclass(frozen=True)
@@ -33,9 +42,14 @@ class KernelKnobs:
     rows_per_warp: int = 1
     unroll: int = 1
     spin_sleep_ns: int = 64
+    prefetch: int = 1
+    lm_rows_per_warp: int = 1
+    lm_unroll: int = 1
 
     def __post_init__(self) -> None:
-        for name, allowed in (("rows_per_warp", ROWS_PER_WARP), ("unroll", UNROLL)):
+        for name, allowed in (("rows_per_warp", ROWS_PER_WARP), ("unroll", UNROLL),
+                              ("prefetch", PREFETCH), ("lm_rows_per_warp", ROWS_PER_WARP),
+                              ("lm_unroll", UNROLL)):
             v = getattr(self, name)
             if isinstance(v, bool) or v not in allowed:
                 raise ScheduleError(f"kernel knob {name} = {v!r}: choose one of {allowed}")
@@ -56,3 +70,7 @@ class KernelKnobs:
         if unknown:
             raise ScheduleError(f"unknown kernel knob(s) {unknown}; known: {sorted(known)}")
         return KernelKnobs(**d)
+
+    @staticmethod
+    def load(path: str | Path) -> KernelKnobs:
+        return KernelKnobs.from_dict(read_json(path, "kernel knobs", ScheduleError))

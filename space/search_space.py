@@ -1,8 +1,10 @@
-"""The Optuna search space: a trial's parameters -> (Schedule, KernelKnobs).
+"""The Optuna search space: a trial's parameters -> (Schedule, KernelKnobs, WeightFormat).
 
 Define-by-run with conditional knobs: an explicit tile count is asked for only when the
 trial leaves ``tiles_mode = "per_block"``, and the five fusion flags only when it leaves
-``fusion = "all"``. Every knob changes the lowered program or the CUDA build
+``fusion = "all"``; the int8 quantisation group only when ``dtype`` is int8 (the weight
+knobs and what part of them a study opens: space/weight_format.py). Every knob changes the
+lowered program or the CUDA build
 (tests/study/test_study_space.py proves it for each). The choices keep the default
 Schedule and KernelKnobs reachable (``default_params``), so a study can start from them.
 
@@ -18,8 +20,9 @@ from typing import Any
 import optuna
 
 from amk_tune.targets import Target
-from space.kernel_knobs import ROWS_PER_WARP, SPIN_SLEEP_NS, UNROLL, KernelKnobs
+from space.kernel_knobs import PREFETCH, ROWS_PER_WARP, SPIN_SLEEP_NS, UNROLL, KernelKnobs
 from space.schedule import SM_POLICIES, Schedule
+from space.weight_format import BF16, WHOLE_SPACE, WeightChoices, WeightFormat
 
 PER_BLOCK, CUSTOM = "per_block", "custom"
 FUSIONS = ("fuse_norm", "fuse_rope", "fuse_residual", "fuse_silu", "fuse_argmax")
@@ -32,17 +35,21 @@ SMEM_BYTES = (0, 16384, 32768, 65536, 131072, 196608)  # GEMV weight staging per
 
 @dataclass(frozen=True)
 class Candidate:
-    """What one trial evaluates: the lowering knobs and the kernel knobs."""
+    """What one trial evaluates: the lowering knobs, the kernel knobs, the weight format."""
 
     schedule: Schedule
     knobs: KernelKnobs
+    weights: WeightFormat = BF16
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schedule": self.schedule.to_dict(), "kernel_knobs": self.knobs.to_dict()}
+        return {"schedule": self.schedule.to_dict(), "kernel_knobs": self.knobs.to_dict(),
+                "weights": self.weights.to_dict()}
 
 
-def suggest(trial: optuna.Trial, target: Target) -> Candidate:
-    """Sample one candidate for ``target`` (its SM count bounds the explicit tile counts)."""
+def suggest(trial: optuna.Trial, target: Target,
+            weights: WeightChoices = WHOLE_SPACE) -> Candidate:
+    """Sample one candidate for ``target`` (its SM count bounds the explicit tile counts),
+    its weight format among ``weights`` (a study's: ``WeightChoices.for_study``)."""
     blocks = target.sms
     tiles = lm_tiles = None
     if trial.suggest_categorical("tiles_mode", (PER_BLOCK, CUSTOM)) == CUSTOM:
@@ -67,22 +74,31 @@ def suggest(trial: optuna.Trial, target: Target) -> Candidate:
         rows_per_warp=trial.suggest_categorical("rows_per_warp", ROWS_PER_WARP),
         unroll=trial.suggest_categorical("unroll", UNROLL),
         spin_sleep_ns=trial.suggest_categorical("spin_sleep_ns", SPIN_SLEEP_NS),
+        prefetch=trial.suggest_categorical("prefetch", PREFETCH),
+        lm_rows_per_warp=trial.suggest_categorical("lm_rows_per_warp", ROWS_PER_WARP),
+        lm_unroll=trial.suggest_categorical("lm_unroll", UNROLL),
     )
-    return Candidate(schedule, knobs)
+    return Candidate(schedule, knobs, weights.suggest(trial))
 
 
-def default_params() -> dict[str, Any]:
-    """The trial parameters of the default Schedule and KernelKnobs (for enqueue_trial)."""
+def default_params(weights: WeightChoices = WHOLE_SPACE) -> dict[str, Any]:
+    """The trial parameters of the default Schedule and KernelKnobs with the first weight
+    format of ``weights`` (bf16 in the whole space), for enqueue_trial."""
     s, k = Schedule(), KernelKnobs()
     return {
+        **weights.default_params(),
         "tiles_mode": PER_BLOCK, "lm_tiles_mode": PER_BLOCK, "fusion": "all",
         "sm_policy": s.sm_policy, "split_kv": s.split_kv,
         "steps_per_launch": s.steps_per_launch, "blocks_per_sm": s.blocks_per_sm,
         "threads": s.threads, "smem_bytes": s.smem_bytes, "rows_per_warp": k.rows_per_warp,
-        "unroll": k.unroll, "spin_sleep_ns": k.spin_sleep_ns,
+        "unroll": k.unroll, "spin_sleep_ns": k.spin_sleep_ns, "prefetch": k.prefetch,
+        "lm_rows_per_warp": k.lm_rows_per_warp, "lm_unroll": k.lm_unroll,
     }
 
 
 def candidate_of(params: dict[str, Any], target: Target) -> Candidate:
-    """The candidate a finished trial's ``params`` stand for (a FixedTrial replays them)."""
-    return suggest(optuna.trial.FixedTrial(params), target)
+    """The candidate a finished trial's ``params`` stand for (a FixedTrial replays them;
+    params from before the weight knobs mean bf16)."""
+    fmt = WeightFormat(params.get("dtype", "bf16"), params.get("quant_group", 0))
+    own = WeightChoices((fmt.dtype,), (fmt.quant_group,))
+    return suggest(optuna.trial.FixedTrial({**own.default_params(), **params}), target, own)

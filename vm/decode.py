@@ -62,7 +62,7 @@ def greedy_generate(weights: ModelWeights, schedule: Schedule, target: Target,
     while pos < total:
         steps = min(schedule.steps_per_launch, total - pos)
         program = lower(weights.spec, schedule, target, steps=steps, position=pos,
-                        max_seq=total, dtype=weights.dtype)
+                        max_seq=total, dtype=weights.dtype, quant_group=weights.quant_group)
         result = runner(program, seq[pos : min(pos + steps, len(seq))])
         launches += 1
         logits.append(result.logits)

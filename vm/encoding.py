@@ -9,8 +9,9 @@ Every task of a Program becomes one fixed-size int32 record::
 A wait passes in step ``s`` when ``counters[counter] >= s * per_step + value``
 (PROGRAM_FORMAT.md). Buffer-valued fields hold an index into the launch's buffer table,
 whose first two entries are always ``tokens`` and ``out_tokens``; weight tensors are the
-buffers ``w.<tensor>``; ``-1`` means "none". ``header_text()`` emits the same layout as
-``constexpr`` values, so the CUDA side never hand-copies an offset or an op code.
+buffers ``w.<tensor>`` (an int8 matrix's scales: ``w.<tensor>.scale``); ``-1`` means "none".
+``header_text()`` emits the same layout as ``constexpr`` values, so the CUDA side never
+hand-copies an offset or an op code.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from amk_tune.errors import BuildError
 from amk_tune.model.spec import ModelSpec
 from instructions.argmax import Argmax
 from instructions.attention import Attention
-from instructions.base import decode, weight_buffer
+from instructions.base import decode, scale_buffer, weight_buffer
 from instructions.epilogues import LogitsArgmax, QkvRope, Residual, SiluMul, Store
-from instructions.gemv import Gemv
+from instructions.gemv import GEMV_DTYPES, Gemv
 from instructions.token import Token
 from instructions.unfused import ResidualAdd, RmsNorm, RopeAppend, SiluMulVec
 from instructions.vec_source import KINDS as SRC_KINDS
@@ -57,7 +58,7 @@ OP_FIELDS: dict[str, tuple[str, ...]] = {
     "gemv": (
         "matrix", "nseg", "s0a", "s0b", "s1a", "s1b", *_vec("src"), "norm", "epi",
         "dst", *_vec("res"), "head", "p0", "p1", "heads", "kv_heads", "head_dim", "max_seq",
-        "q", "k_cache", "v_cache", "vocab", "part", "tile",
+        "q", "k_cache", "v_cache", "vocab", "part", "tile", "wdtype", "scale", "qgroup",
     ),
     "attention": ("group", "part", "parts", "heads", "kv_heads", "head_dim", "max_seq", "q",
                   "k_cache", "v_cache", "out"),
@@ -72,6 +73,8 @@ OP_CODES = {name: i for i, name in enumerate(OP_FIELDS)}
 EPILOGUE_CODES = {kind: i for i, kind in enumerate(
     ("store", "residual", "silu_mul", "qkv_rope", "logits_argmax"))}
 SRC_CODES = {kind: i for i, kind in enumerate(SRC_KINDS)}
+WDTYPE_CODES = {dtype: i for i, dtype in enumerate(GEMV_DTYPES)}  # gemv field ``wdtype``
+INT8_ALIGN = 16  # int8 codes per 16-byte load: K and the group are multiples of it
 RECORD_INTS = ARGS + max(len(f) for f in OP_FIELDS.values())
 _OP, _TASK, _N_WAIT, _N_SIGNAL = (HEADER_FIELDS.index(f) for f in ("op", "task", "n_wait",
                                                                   "n_signal"))
@@ -146,7 +149,7 @@ def _gemv(g: Gemv, r: _Resolver) -> dict[str, int]:
     e = g.epilogue
     out = {"matrix": r.weight(g.matrix), "nseg": len(g.rows), "s0a": s0a, "s0b": s0b,
            "s1a": s1a, "s1b": s1b, **r.vec("src", g.src), "norm": r.weight(g.norm),
-           "epi": EPILOGUE_CODES[e.kind]}
+           "epi": EPILOGUE_CODES[e.kind], **_weight_format(g, r)}
     if isinstance(e, Store | SiluMul):
         out["dst"] = r.buf(e.dst)
     elif isinstance(e, Residual):
@@ -163,6 +166,19 @@ def _gemv(g: Gemv, r: _Resolver) -> dict[str, int]:
     if isinstance(e, SiluMul | QkvRope) and len(g.rows) != 2:
         raise BuildError(f"epilogue {e.kind!r} takes two row segments")
     return out
+
+
+def _weight_format(g: Gemv, r: _Resolver) -> dict[str, int]:
+    """``wdtype``, ``scale`` (the scales' buffer, -1 for bf16) and ``qgroup`` (columns per
+    scale, 0 for bf16) of a GEMV tile."""
+    if g.dtype == "bf16":
+        return {"wdtype": WDTYPE_CODES["bf16"], "scale": -1, "qgroup": 0}
+    k = g.src.n
+    if k % INT8_ALIGN or g.group % INT8_ALIGN or k % g.group:
+        raise BuildError(f"int8 GEMV of {g.matrix!r}: row length {k} and group {g.group} must "
+                         f"be multiples of {INT8_ALIGN} (16-code loads), the group dividing K")
+    return {"wdtype": WDTYPE_CODES[g.dtype], "scale": r.buf(scale_buffer(g.matrix)),
+            "qgroup": g.group}
 
 
 def _attention(a: Attention, r: _Resolver) -> dict[str, int]:
@@ -257,6 +273,7 @@ def header_text() -> str:
         *(f"constexpr int OP_{_ident(op)} = {c};" for op, c in OP_CODES.items()),
         *(f"constexpr int EPI_{_ident(k)} = {c};" for k, c in EPILOGUE_CODES.items()),
         *(f"constexpr int SRC_{_ident(k)} = {c};" for k, c in SRC_CODES.items()),
+        *(f"constexpr int WDT_{_ident(k)} = {c};" for k, c in WDTYPE_CODES.items()),
         *(f"constexpr int kBuf{n.title().replace('_', '')} = {i};"
           for i, n in enumerate(FIXED_BUFFERS)),
         f"constexpr int kErrorInts = {len(ERROR_FIELDS)};",

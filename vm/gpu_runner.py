@@ -1,15 +1,17 @@
 """Run programs on the GPU: the loader (residency check, cooperative launch, watchdog
 report) and the Runner that ``vm.decode.greedy_generate`` drives.
 
-``GpuMachine`` is one generation's device state: weights uploaded once as bf16, every
-activation / KV-cache buffer fp32 and poisoned with NaN when first created (as the
-reference VM's ``VmState``), counters zeroed once per launch. A launch whose blocks cannot
-all be resident is refused before it starts; a wait that spins past the watchdog bound
-stops the kernel and is raised here as ``VmDeadlock`` naming the task and the counter.
+``GpuMachine`` is one generation's device state: weights uploaded once as stored (bf16, or
+int8 codes + float32 scales: ``ModelWeights.stored``), every activation / KV-cache buffer
+fp32 and poisoned with NaN when first created (as the reference VM's ``VmState``), counters
+zeroed once per launch. A launch whose blocks cannot all be resident is refused before it
+starts; a wait that spins past the watchdog bound stops the kernel and is raised here as
+``VmDeadlock`` naming the task and the counter.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -18,12 +20,12 @@ import numpy as np
 
 from amk_tune.errors import VmDeadlock, VmError
 from amk_tune.model.rope import rope_cos_sin
-from amk_tune.model.weights import ModelWeights, bf16_bits
+from amk_tune.model.weights import ModelWeights
 from space.kernel_knobs import KernelKnobs
 from vm import encoding
 from vm.build import KERNEL_NAME, Built, KernelConfig, build, config_for
 from vm.program import Program
-from vm.reference_vm import LaunchResult, spec_of
+from vm.reference_vm import LaunchResult, check_storage, spec_of
 
 DEFAULT_WATCHDOG_S = 2.0
 
@@ -83,6 +85,7 @@ class Prepared:
     blocks: int
     steps: int
     encoded: encoding.Encoded
+    trace_stride: int  # tasks per block over the launch (trace builds; else 0)
 
 
 class GpuMachine:
@@ -90,7 +93,7 @@ class GpuMachine:
 
     def __init__(self, weights: ModelWeights, *, watchdog_s: float = DEFAULT_WATCHDOG_S,
                  arch: str | None = None, kernel: GpuKernel | None = None,
-                 knobs: KernelKnobs | None = None) -> None:
+                 knobs: KernelKnobs | None = None, trace: bool = False) -> None:
         self.cp = _cupy()
         self.knobs = knobs or KernelKnobs()  # kernel knobs of what it builds (not ``kernel``)
         self.weights, self.spec = weights, weights.spec
@@ -104,14 +107,16 @@ class GpuMachine:
         self.counters = self.cp.zeros(1, dtype=self.cp.int32)
         self.error = self.cp.zeros(len(encoding.ERROR_FIELDS), dtype=self.cp.int32)
         self.stuck = self.cp.full(1, -1, dtype=self.cp.int32)
+        self.trace = trace  # build with per-task time stamps (``traces``)
+        self._trace = self.cp.zeros(1, dtype=self.cp.int64)
 
     # -- buffers ---------------------------------------------------------------------------
-    def weight(self, tensor: str):
-        """Upload ``tensor`` once as bf16 bits (the values are exact bf16 already)."""
-        buf = self._weights.get(tensor)
+    def weight(self, name: str):
+        """Upload buffer ``w.<name>`` once, as the weights store it (``ModelWeights.stored``)."""
+        buf = self._weights.get(name)
         if buf is None:
-            buf = self.cp.asarray(bf16_bits(self.weights.tensors[tensor]).ravel())
-            self._weights[tensor] = buf
+            buf = self.cp.asarray(self.weights.stored(name))
+            self._weights[name] = buf
         return buf
 
     def ensure(self, name: str, nbytes: int):
@@ -137,12 +142,14 @@ class GpuMachine:
         if spec_of(program) != self.spec:
             raise VmError(f"program was lowered for model {spec_of(program).name!r} but the "
                           f"weights are {self.spec.name!r}: lower it for these weights")
+        check_storage(program, self.weights)
         steps = program.steps
         if not 1 <= len(tokens) <= steps:
             raise VmError(f"a launch of {steps} steps takes 1..{steps} tokens, got {len(tokens)}")
         if len(program.queues) != program.launch.blocks:
             raise VmError(f"{len(program.queues)} queues for a grid of {program.launch.blocks}")
-        kernel = self.kernel or load_kernel(config_for(program, self.spec, self.knobs),
+        cfg = config_for(program, self.spec, self.knobs)
+        kernel = self.kernel or load_kernel(dataclasses.replace(cfg, trace=self.trace),
                                             self.arch)
         kernel.check_resident(program.launch.blocks)
         enc = encoding.encode(program, self.spec)  # ~0.3 s for SmolLM2: less than lowering
@@ -163,10 +170,24 @@ class GpuMachine:
             self.stuck = self.cp.full(nstuck, -1, dtype=self.cp.int32)
         position = int(program.extra.get("position", 0))
         rope = self.rope(position + steps)
+        stride = 0
+        if kernel.config.trace:
+            stride = steps * int(np.diff(enc.offsets).max())
+            if self._trace.size != program.launch.blocks * stride * 3:
+                self._trace = self.cp.zeros(program.launch.blocks * stride * 3,
+                                            dtype=self.cp.int64)
         args = (table, offsets, self.cp.asarray(np.array(ptrs, dtype=np.uint64)),
                 self.counters, self.error, self.stuck, rope, np.int32(steps), np.int32(position),
-                np.int32(len(tokens)), np.int64(self.watchdog_ns))
-        return Prepared(kernel, args, program.launch.blocks, steps, enc)
+                np.int32(len(tokens)), np.int64(self.watchdog_ns), self._trace,
+                np.int32(stride))
+        return Prepared(kernel, args, program.launch.blocks, steps, enc, stride)
+
+    def traces(self, p: Prepared) -> np.ndarray:
+        """The last launch's stamps [block, task g, (wait start, wait end, run end)] in ns
+        of the GPU's global timer; g counts a block's tasks over all steps, 0 = unused."""
+        if not p.trace_stride:
+            raise VmError("this launch was not traced: make the GpuMachine with trace=True")
+        return self._trace.get().reshape(p.blocks, p.trace_stride, 3)
 
     def start(self, p: Prepared) -> None:
         """Zero the counters and the error record, launch (asynchronous)."""

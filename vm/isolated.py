@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from amk_tune.model.weights import ModelWeights, round_to_bf16, weight_shapes
+from amk_tune.model.quantise import dequantise, gemv_matrices, quantise_rows
+from amk_tune.model.weights import SCALE_SUFFIX, ModelWeights, round_to_bf16, weight_shapes
 from vm.program import Launch, Program, Task
 from vm.reference_vm import ReferenceVM, VmState, spec_of
 
@@ -43,21 +44,29 @@ def isolate(program: Program, task: Task, threads: int | None = None) -> Program
 
 
 def task_weights(program: Program, seed: int) -> ModelWeights:
-    """Random bf16 weights for exactly the tensors the program's buffers name."""
+    """Random weights for exactly the tensors the program's buffers name, in the program's
+    storage (bf16; or int8: its GEMV matrices quantised as amk_tune/model/quantise.py does)."""
     spec = spec_of(program)
-    shapes = weight_shapes(spec)
+    dtype, group = program.extra.get("dtype", "bf16"), program.extra.get("quant_group", 0)
+    shapes = weight_shapes(spec, dtype)
+    quantised = set(gemv_matrices(spec, dtype)) if dtype == "int8" else set()
     rng = np.random.default_rng(seed)
-    tensors = {}
+    tensors, codes, scales = {}, {}, {}
     for name in program.buffers:
-        if name.startswith("w."):
-            shape = shapes[name[2:]]
-            if len(shape) == 1:
-                a = 1.0 + 0.1 * rng.standard_normal(shape, dtype=np.float32)
-            else:
-                a = rng.standard_normal(shape, dtype=np.float32)
-                a *= np.float32(1.0 / np.sqrt(shape[1]))
-            tensors[name[2:]] = round_to_bf16(a)
-    return ModelWeights(spec, "bf16", tensors)
+        tensor = name[2:]
+        if not name.startswith("w.") or tensor.endswith(SCALE_SUFFIX):
+            continue
+        shape = shapes[tensor]
+        if len(shape) == 1:
+            a = 1.0 + 0.1 * rng.standard_normal(shape, dtype=np.float32)
+        else:
+            a = rng.standard_normal(shape, dtype=np.float32)
+            a *= np.float32(1.0 / np.sqrt(shape[1]))
+        tensors[tensor] = round_to_bf16(a)
+        if tensor in quantised:
+            codes[tensor], scales[tensor] = quantise_rows(tensors[tensor], group)
+            tensors[tensor] = dequantise(codes[tensor], scales[tensor])
+    return ModelWeights(spec, dtype, tensors, group, codes, scales)
 
 
 @dataclass(frozen=True)

@@ -27,12 +27,13 @@ import functools
 import math
 from dataclasses import dataclass, field
 
+from amk_tune.model.quantise import gemv_matrices, group_problem
 from amk_tune.model.spec import ModelSpec
-from amk_tune.model.weights import weight_shapes
+from amk_tune.model.weights import SCALE_SUFFIX, lm_head_tensor, weight_shapes
 from amk_tune.targets import Target
 from instructions.argmax import Argmax
 from instructions.attention import Attention
-from instructions.base import F32, I32, Geometry, Instruction, weight_buffer
+from instructions.base import BF16, F32, I32, INT8, Geometry, Instruction, weight_buffer
 from instructions.epilogues import LogitsArgmax, QkvRope, Residual, SiluMul, Store
 from instructions.gemv import Gemv
 from instructions.token import Token
@@ -42,7 +43,7 @@ from space.schedule import Schedule
 from vm.placement import place
 from vm.program import Launch, Program, Signal, Task, Wait
 
-WEIGHT_BYTES = {"bf16": 2}
+WEIGHT_BYTES = {"bf16": BF16, "int8": INT8}  # bytes of one GEMV-matrix element
 
 
 @dataclass
@@ -70,10 +71,11 @@ def split(n: int, parts: int) -> list[tuple[int, int]]:
 
 def qkv_tiles(spec: ModelSpec, target: int) -> list[tuple[int, int, int]]:
     """(head in [q; k; v], p0, p1): every head split into the same number of RoPE-pair
-    ranges, the smallest divisor of D/2 that gives at least ``target`` tiles."""
+    ranges, the divisor of D/2 whose tile count is closest to ``target`` (ties: fewer
+    tiles, so that with one tile per block no block runs two QKV tiles in a row)."""
     half, heads = spec.head_dim // 2, spec.heads + 2 * spec.kv_heads
     divisors = [d for d in range(1, half + 1) if half % d == 0]
-    per_head = next((d for d in divisors if heads * d >= target), half)
+    per_head = min(divisors, key=lambda d: (abs(heads * d - target), d))
     return [(h, a, b) for h in range(heads) for a, b in split(half, per_head)]
 
 
@@ -85,13 +87,15 @@ def _qkv_group(spec: ModelSpec, head: int) -> int:
 
 class _Lowerer:
     def __init__(self, spec: ModelSpec, sched: Schedule, target: Target, *, steps: int,
-                 max_seq: int, dtype: str) -> None:
+                 max_seq: int, dtype: str, quant_group: int) -> None:
         self.spec, self.s, self.target = spec, sched, target
         self.steps, self.max_seq = steps, max_seq
         self.blocks = target.sms * sched.blocks_per_sm
         self.tiles = sched.tiles or self.blocks
+        self.dtype, self.quant_group = dtype, quant_group
         self.wbytes = WEIGHT_BYTES[dtype]
-        self.shapes = weight_shapes(spec)
+        self.shapes = weight_shapes(spec, dtype)
+        self.quantised = set(gemv_matrices(spec, dtype))
         self.buffers: dict[str, int] = {}
         self.stages: list[Stage] = []
 
@@ -119,8 +123,12 @@ class _Lowerer:
                    src: VecSource, norm: str | None, waits: tuple[str, ...], epilogue,
                    signal) -> None:
         """One GEMV tile per row-segment tuple; ``epilogue(i, rows)`` and ``signal(i)``."""
+        fmt = {}
+        if self.dtype == "int8":
+            fmt = {"dtype": "int8", "group": self.quant_group or self.shapes[matrix][-1]}
         self.stage(tag, [
-            Draft(f"{tag}.{i}", Gemv(matrix, r, src, norm, epilogue(i, r)), waits, signal(i))
+            Draft(f"{tag}.{i}", Gemv(matrix, r, src, norm, epilogue(i, r), **fmt), waits,
+                  signal(i))
             for i, r in enumerate(rows)
         ])
 
@@ -228,7 +236,7 @@ class _Lowerer:
     def lm_head(self, x: VecSource, ready: tuple[str, ...]) -> None:
         sp, s = self.spec, self.s
         src, norm, waits = self.norm_input(x, "final_norm", "xn.final", ready, "final_norm")
-        matrix = "embed" if sp.tie_embeddings else "lm_head"
+        matrix = lm_head_tensor(sp, self.dtype)
         logits = self.buf("logits", self.steps * sp.vocab * F32)
         rows = [((a, b),) for a, b in split(sp.vocab, s.lm_tiles or self.blocks)]
         part = self.buf("lm_part", 2 * len(rows) * F32)
@@ -266,7 +274,7 @@ class _Lowerer:
 
     def program(self, position: int) -> Program:
         """The program of a launch whose step 0 is at sequence ``position``."""
-        geom = Geometry(position, self.steps, self.wbytes, self.shapes)
+        geom = Geometry(position, self.steps, self.shapes)
         buffers = dict(self.buffers)
         queues = []
         for q in self.placed:
@@ -275,7 +283,7 @@ class _Lowerer:
                 reads, writes = t.instr.accesses(geom)
                 for r in reads:
                     if r.buffer.startswith("w.") and r.buffer not in buffers:
-                        buffers[r.buffer] = math.prod(self.shapes[r.buffer[2:]]) * self.wbytes
+                        buffers[r.buffer] = self.weight_buffer_bytes(r.buffer[2:])
                 tasks.append(Task(t.id, t.op, t.wait, tuple(reads), tuple(writes), t.signal,
                                   t.smem_bytes, t.args, t.instr))
             queues.append(tuple(tasks))
@@ -288,12 +296,23 @@ class _Lowerer:
             target=self.target.program_dict(),
             extra={
                 "model": dataclasses.asdict(self.spec),
-                "dtype": {v: k for k, v in WEIGHT_BYTES.items()}[self.wbytes],
+                "dtype": self.dtype,
+                **({"quant_group": self.quant_group} if self.dtype == "int8" else {}),
                 "position": position,
                 "max_seq": self.max_seq,
                 "schedule": self.s.to_dict(),
             },
         )
+
+    def weight_buffer_bytes(self, tensor: str) -> int:
+        """Bytes of buffer ``w.<tensor>``: int8 codes or float32 scales of a quantised GEMV
+        matrix (quantise.py), else a bf16 tensor."""
+        if tensor.endswith(SCALE_SUFFIX):
+            rows, cols = self.shapes[tensor.removesuffix(SCALE_SUFFIX)]
+            return rows * (cols // (self.quant_group or cols)) * F32
+        if self.dtype == "int8" and tensor in self.quantised:
+            return math.prod(self.shapes[tensor]) * INT8
+        return math.prod(self.shapes[tensor]) * BF16
 
     def task_smem(self, instr: Instruction) -> int:
         """Shared memory a task stages: a GEMV tile's weights, up to the launch's budget."""
@@ -305,9 +324,11 @@ class _Lowerer:
 
 
 def lower(spec: ModelSpec, schedule: Schedule, target: Target, *, steps: int | None = None,
-          position: int = 0, max_seq: int | None = None, dtype: str = "bf16") -> Program:
+          position: int = 0, max_seq: int | None = None, dtype: str = "bf16",
+          quant_group: int = 0) -> Program:
     """The program of ``steps`` decode steps (default ``schedule.steps_per_launch``) starting
-    at sequence ``position``, with KV caches of ``max_seq`` rows (default: just enough)."""
+    at sequence ``position``, with KV caches of ``max_seq`` rows (default: just enough), for
+    weights stored as ``dtype`` (int8: ``quant_group`` columns per scale, 0 = per row)."""
     from amk_tune.errors import ScheduleError
 
     steps = schedule.steps_per_launch if steps is None else steps
@@ -323,14 +344,24 @@ def lower(spec: ModelSpec, schedule: Schedule, target: Target, *, steps: int | N
         raise ScheduleError(
             f"dtype {dtype!r} is not lowered yet; choose one of {list(WEIGHT_BYTES)}"
         )
-    return _placed(spec, schedule, target, steps, max_seq, dtype).program(position)
+    if dtype == "int8":
+        problem = group_problem(spec, quant_group)
+        if problem:
+            raise ScheduleError(problem)
+    elif quant_group != 0:
+        raise ScheduleError(f"quant_group = {quant_group!r} for {dtype} weights: a "
+                            "quantisation group only applies to int8 (use dtype int8, or "
+                            "group 0)")
+    return _placed(spec, schedule, target, steps, max_seq, dtype,
+                   quant_group).program(position)
 
 
 @functools.lru_cache(maxsize=4)
 def _placed(spec: ModelSpec, schedule: Schedule, target: Target, steps: int, max_seq: int,
-            dtype: str) -> _Lowerer:
+            dtype: str, quant_group: int) -> _Lowerer:
     """The position-independent part of a lowering: a generation's launches share it."""
-    return _Lowerer(spec, schedule, target, steps=steps, max_seq=max_seq, dtype=dtype).build()
+    return _Lowerer(spec, schedule, target, steps=steps, max_seq=max_seq, dtype=dtype,
+                    quant_group=quant_group).build()
 
 
 __all__ = ["lower", "qkv_tiles", "split", "weight_buffer"]

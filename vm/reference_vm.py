@@ -18,7 +18,7 @@ import numpy as np
 from amk_tune.errors import VmDeadlock, VmError
 from amk_tune.model.rope import rope_cos_sin
 from amk_tune.model.spec import ModelSpec, RopeScaling
-from amk_tune.model.weights import ModelWeights
+from amk_tune.model.weights import ModelWeights, storage_name
 from instructions.base import Instruction, decode
 from vm.program import Program, Task
 
@@ -32,6 +32,15 @@ def spec_of(program: Program) -> ModelSpec:
     if d.get("rope_scaling") is not None:
         d["rope_scaling"] = RopeScaling(**d["rope_scaling"])
     return ModelSpec(**d)
+
+
+def check_storage(program: Program, weights: ModelWeights) -> None:
+    """VmError unless ``weights`` are stored as ``program`` was lowered for (its extension
+    fields ``dtype`` and ``quant_group``)."""
+    want = (program.extra.get("dtype", "bf16"), program.extra.get("quant_group", 0))
+    if want != (weights.dtype, weights.quant_group):
+        raise VmError(f"program was lowered for {storage_name(*want)} weights but these are "
+                      f"{weights.storage}: lower it for these weights")
 
 
 @dataclass
@@ -95,6 +104,7 @@ class ReferenceVM:
                 f"program was lowered for model {self.spec.name!r} but the weights are "
                 f"{weights.spec.name!r}: lower the program for these weights"
             )
+        check_storage(program, weights)
         self.weights = weights
         self.position = int(program.extra.get("position", 0))
         self.state = state or VmState()

@@ -84,7 +84,8 @@ def open_artifact(path: str | Path) -> Artifact:
         raise ArtifactTampered(f"{where}: {SCHEDULE}, {PROGRAM} and the manifest disagree on the "
                                "schedule, model or GPU; export the artifact again")
     relowered = lower(spec, schedule, target, steps=program.steps, position=x.get("position", 0),
-                      max_seq=x.get("max_seq"), dtype=x.get("dtype", "bf16"))
+                      max_seq=x.get("max_seq"), dtype=x.get("dtype", "bf16"),
+                      quant_group=x.get("quant_group", 0))
     diff = first_difference(json.loads(relowered.to_json()), program_dict)
     if diff:
         raise ArtifactMismatch(f"{where}: re-lowering the shipped schedule at position "
@@ -114,8 +115,9 @@ def load_weights(art: Artifact, source: str | None = None) -> LoadedModel:
     rec, spec = art.manifest.model, art.spec
     src = source or rec.source
     try:
-        model = load_model(src, dtype=art.program.extra.get("dtype", "bf16"), layers=spec.layers,
-                           seed=rec.seed)
+        x = art.program.extra
+        model = load_model(src, dtype=x.get("dtype", "bf16"), quant_group=x.get("quant_group", 0),
+                           layers=spec.layers, seed=rec.seed)
     except WeightsNotFound:
         raise
     except ModelError as e:
@@ -133,7 +135,7 @@ def load_weights(art: Artifact, source: str | None = None) -> LoadedModel:
                                f"was tuned on weights {rec.weights_sha256[:16]}... "
                                f"({rec.source!r}, seed {rec.seed}); pass --model with those "
                                "weights")
-    weights = ModelWeights(spec, model.weights.dtype, model.weights.tensors)
+    weights = dataclasses.replace(model.weights, spec=spec)
     return LoadedModel(spec, weights, model.tokenizer, model.source)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from amk_tune.cli.common import add_model_args, resolve_spec
+from amk_tune.cli.common import add_model_args, quant_group, resolve_spec
+from amk_tune.model.weights import storage_name
 from amk_tune.targets import get_target
 from space.schedule import Schedule
 from vm.analysis import program_stats
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     schedule = Schedule.load(args.schedule) if args.schedule else Schedule()
     target = get_target(args.gpu)
     program = lower(spec, schedule, target, steps=args.steps, position=args.position,
-                    dtype=args.dtype)
+                    dtype=args.dtype, quant_group=quant_group(args))
     st = program_stats(program)
     floor = target.floor_us(st.weight_bytes)
     print(f"model     {spec.name}: {spec.layers} layers, hidden {spec.hidden}, "
@@ -39,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"tasks     {st.tasks_per_step} per step ({ops}); "
           f"busiest block {st.busiest_block_tasks}, idle blocks {st.idle_blocks}")
     print(f"critical  {st.critical_stages} dependent stages per step")
+    print(f"storage   {storage_name(args.dtype, quant_group(args))}")
     print(f"weights   {st.weight_bytes / 1e6:.1f} MB per step; bandwidth floor "
           f"{floor:.0f} us/token at {target.measured_gbps:.0f} GB/s")
     if args.out:

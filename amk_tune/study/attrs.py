@@ -5,8 +5,9 @@
 (baseline / latency: > 1 means faster than it; None when no baseline was measured),
 ``compile_s``, ``registers``, ``spills``, ``smem_bytes``, the oracle's verdict
 (``oracle_passed``, ``oracle_max_abs_err``, ``oracle_max_rel_err``, ``oracle``, its scope),
-``feasible``, the program's shape, and ``measurement``: "measured" or
-"simulated". A measured latency under the bandwidth floor is a bug and fails the trial.
+``feasible``, ``weights_sha256`` (the weights the oracle judged: the trial's own format),
+the program's shape, and ``measurement``: "measured" or "simulated". A measured latency
+under the bandwidth floor is a bug and fails the trial.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def result_attrs(result: dict[str, Any], stats: ProgramStats, target: Target,
         "oracle": oracle["message"],
         "oracle_scope": result.get("oracle_scope"),
         "feasible": bool(oracle["passed"]),
+        "weights_sha256": result.get("weights_sha256"),
         "cost_terms": result.get("cost_terms"),
         "critical_stages": stats.critical_stages,
         "tasks_per_step": stats.tasks_per_step,

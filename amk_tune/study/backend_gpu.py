@@ -1,8 +1,9 @@
 """The GPU backend of the worker: build, oracle and bench of one trial on the live device.
 
-State kept across trials: the weights (uploaded once by ``GpuMachine``), the HF reference,
-the built kernels (``vm.gpu_runner.load_kernel``'s cache and the on-disk build cache) and
-the torch baselines, timed once at start in this same process on the same weights.
+State kept across trials: per weight format a trial asks for, its weights (uploaded once by
+its own ``GpuMachine``) and its HF reference; the built kernels (``vm.gpu_runner.load_kernel``'s
+cache and the on-disk build cache) and the torch baselines, timed once at start in this same
+process on the study's bf16 weights (an int8 study is compared with bf16 torch).
 
 A trial (amk_tune/bench.py's method): build the kernel for the schedule's launch shape and
 the kernel knobs (timed: ``compile_s``; a build-cache hit says so), run the prompt in one
@@ -14,17 +15,28 @@ us/token = median launch time / steps. The oracle verdict travels with the timin
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from amk_tune.baselines import Timing, torch_baselines
 from amk_tune.bench import device_name, run_checked, time_launch
 from amk_tune.errors import BuildError, ScheduleError, VmDeadlock, VmError
-from amk_tune.oracle import compare
-from amk_tune.study.common import load_study_model, spec_dict, trial_knobs, versions
+from amk_tune.oracle import Reference, compare
+from amk_tune.study.common import (
+    FormatWeights,
+    load_study_model,
+    spec_dict,
+    trial_format,
+    trial_knobs,
+    versions,
+    worker_format,
+)
 from amk_tune.study.reference import cached_reference, prefix, verdict_dict
 from amk_tune.study.worker import WorkerSpec
 from amk_tune.targets import get_target
+from space.weight_format import WeightFormat
 from vm.build import assemble, compiler, config_for
 from vm.lowering import lower
 
@@ -36,33 +48,52 @@ def _timing_dict(t: Timing | str) -> dict | str:
             "samples": t.samples}
 
 
+@dataclass(frozen=True)
+class _Format:
+    """One weight format on the device: its weights, their machine, HF's answer on them."""
+
+    weights: FormatWeights
+    machine: Any  # vm.gpu_runner.GpuMachine (CuPy is imported only in the worker)
+    reference: Reference
+
+
 class GpuBackend:
     def __init__(self, spec: WorkerSpec) -> None:
-        from vm.gpu_runner import GpuMachine
-
         self.spec = spec
         self.target = get_target(spec.target)
         self.model = load_study_model(spec)
-        self.machine = GpuMachine(self.model.weights)
-        self.reference = cached_reference(self.model.weights, self.model.sha256,
-                                          self.model.prompt, spec.max_steps, spec.cache_dir)
+        self.default = worker_format(spec)
+        self.formats: dict[WeightFormat, _Format] = {}
+        self.format(self.default)
         self.baselines = None
         if spec.measure_baselines:
             self.baselines = {
                 name: _timing_dict(t)
-                for name, t in torch_baselines(self.model.weights, spec.prompt_len,
+                for name, t in torch_baselines(self.model.bf16, spec.prompt_len,
                                                spec.iters).items()
             }
+
+    def format(self, fmt: WeightFormat) -> _Format:
+        """Format ``fmt`` made, uploaded and its reference computed (or read) once."""
+        from vm.gpu_runner import GpuMachine
+
+        if fmt not in self.formats:
+            fw = self.model.weights(fmt)
+            ref = cached_reference(fw.weights, fw.sha256, self.model.prompt,
+                                   self.spec.max_steps, self.spec.cache_dir)
+            self.formats[fmt] = _Format(fw, GpuMachine(fw.weights), ref)
+        return self.formats[fmt]
 
     def info(self) -> dict:
         import cupy
 
+        first = self.format(self.default)
         return {
-            "device": device_name(self.machine),
+            "device": device_name(first.machine),
             "measured": True,
-            "weights_sha256": self.model.sha256,
+            "weights_sha256": first.weights.sha256,
             "model_source": self.model.source,
-            "spec": spec_dict(self.model.weights),
+            "spec": spec_dict(self.model.bf16),
             "oracle_scope": "the megakernel on the GPU vs HF eager float32, whole model",
             "baselines": self.baselines,
             "versions": versions(cupy=cupy.__version__, compiler=compiler()),
@@ -72,10 +103,11 @@ class GpuBackend:
         from vm.gpu_runner import load_kernel
 
         schedule, knobs = trial_knobs(request)
-        steps, w, m = schedule.steps_per_launch, self.model.weights, self.machine
+        fmt = self.format(trial_format(request, self.default))
+        steps, w, m = schedule.steps_per_launch, fmt.weights.weights, fmt.machine
         prompt = self.model.prompt
         timed = lower(w.spec, schedule, self.target, steps=steps, position=len(prompt),
-                      max_seq=len(prompt) + steps, dtype=w.dtype)
+                      max_seq=len(prompt) + steps, dtype=w.dtype, quant_group=w.quant_group)
         cfg = config_for(timed, w.spec, knobs)
         t0 = time.perf_counter()
         kernel = load_kernel(cfg, m.arch)
@@ -85,7 +117,7 @@ class GpuBackend:
         prepared, logits, tokens = run_checked(m, w, self.target, schedule, prompt, steps)
         if corrupt_logits:
             logits = logits + np.float32(1.0)
-        verdict = compare(prefix(self.reference, steps), tokens, logits)
+        verdict = compare(prefix(fmt.reference, steps), tokens, logits)
         timing = time_launch(m, prepared, self.spec.iters)
         return {
             "ok": True,
@@ -95,6 +127,7 @@ class GpuBackend:
             "p90_us": timing.p90_us,
             "oracle": verdict_dict(verdict),
             "oracle_scope": "whole model on the GPU",
+            "weights_sha256": fmt.weights.sha256,
             "compile_s": compile_s,
             "build_cached": kernel.built.cached,
             "registers": int(kernel.registers),

@@ -11,21 +11,27 @@ Nothing here is a measurement: every result says ``measured: False``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from amk_tune.errors import AmkError
-from amk_tune.oracle import compare
+from amk_tune.model.weights import ModelWeights
+from amk_tune.oracle import Reference, compare
 from amk_tune.study.common import (
     first_layers,
     load_study_model,
     spec_dict,
+    trial_format,
     trial_knobs,
     versions,
+    worker_format,
 )
 from amk_tune.study.cost_model import predict
 from amk_tune.study.reference import cached_reference, prefix, verdict_dict
 from amk_tune.study.worker import WorkerSpec
 from amk_tune.targets import get_target
+from space.weight_format import WeightFormat
 from vm.build import assemble, config_for
 from vm.decode import cpu_runner
 from vm.lowering import lower
@@ -34,31 +40,50 @@ ORACLE_MAX_LAYERS = 4
 ORACLE_LAYERS = 2
 
 
+@dataclass(frozen=True)
+class _Oracle:
+    """One weight format's oracle: what the reference VM runs (maybe the first layers) and
+    HF's answer on exactly that; ``sha256`` identifies the format's whole weights."""
+
+    weights: ModelWeights
+    sha256: str
+    reference: Reference
+
+
 class SimBackend:
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec
         self.target = get_target(spec.target)
         self.model = load_study_model(spec)
-        full = self.model.weights
-        layers = full.spec.layers
-        if layers > ORACLE_MAX_LAYERS:
-            self.oracle_weights = first_layers(full, ORACLE_LAYERS)
+        layers = self.model.bf16.spec.layers
+        self.cut = layers > ORACLE_MAX_LAYERS
+        if self.cut:
             self.scope = (f"CPU reference VM on the first {ORACLE_LAYERS} of {layers} layers "
                           f"(simulated; the reference VM is too slow for {layers})")
         else:
-            self.oracle_weights = full
             self.scope = f"CPU reference VM on the whole model, {layers} layer(s) (simulated)"
-        sha = self.model.sha256 if self.oracle_weights is full else f"{self.model.sha256}-cut"
-        self.reference = cached_reference(self.oracle_weights, sha, self.model.prompt,
-                                          spec.max_steps, spec.cache_dir)
+        self.default = worker_format(spec)
+        self.oracles: dict[WeightFormat, _Oracle] = {}
+        self.oracle(self.default)
+
+    def oracle(self, fmt: WeightFormat) -> _Oracle:
+        """The oracle of format ``fmt``, made (and HF run, or read from the cache) once."""
+        if fmt not in self.oracles:
+            full = self.model.weights(fmt)
+            w = first_layers(full.weights, ORACLE_LAYERS) if self.cut else full.weights
+            sha = f"{full.sha256}-cut" if self.cut else full.sha256
+            ref = cached_reference(w, sha, self.model.prompt, self.spec.max_steps,
+                                   self.spec.cache_dir)
+            self.oracles[fmt] = _Oracle(w, full.sha256, ref)
+        return self.oracles[fmt]
 
     def info(self) -> dict:
         return {
             "device": f"simulated {self.target.name} (no GPU: analytic cost model)",
             "measured": False,
-            "weights_sha256": self.model.sha256,
+            "weights_sha256": self.oracle(self.default).sha256,
             "model_source": self.model.source,
-            "spec": spec_dict(self.model.weights),
+            "spec": spec_dict(self.model.bf16),
             "oracle_scope": self.scope,
             "baselines": None,
             "versions": versions(),
@@ -66,21 +91,22 @@ class SimBackend:
 
     def evaluate(self, request: dict, *, corrupt_logits: bool = False) -> dict:
         schedule, knobs = trial_knobs(request)
+        oracle = self.oracle(trial_format(request, self.default))
         steps = schedule.steps_per_launch
-        w, prompt = self.oracle_weights, self.model.prompt
+        w, prompt = oracle.weights, self.model.prompt
         total = len(prompt) + steps
         runner = cpu_runner(w, seed=int(request["number"]))
         pre = lower(w.spec, schedule, self.target, steps=len(prompt), position=0,
-                    max_seq=total, dtype=w.dtype)
+                    max_seq=total, dtype=w.dtype, quant_group=w.quant_group)
         first = runner(pre, prompt)
         timed = lower(w.spec, schedule, self.target, steps=steps, position=len(prompt),
-                      max_seq=total, dtype=w.dtype)
+                      max_seq=total, dtype=w.dtype, quant_group=w.quant_group)
         second = runner(timed, [int(first.tokens[-1])])
         logits = np.concatenate([first.logits, second.logits])
         if corrupt_logits:
             logits = logits + np.float32(1.0)
         tokens = [int(first.tokens[-1]), *(int(t) for t in second.tokens)]
-        verdict = compare(prefix(self.reference, steps), tokens, logits)
+        verdict = compare(prefix(oracle.reference, steps), tokens, logits)
         cost = predict(request["stats"], schedule, knobs, self.target)
         cfg = config_for(timed, w.spec, knobs)  # same kernel as the full model's
         return {
@@ -92,6 +118,7 @@ class SimBackend:
             "cost_terms": cost.to_dict(),
             "oracle": verdict_dict(verdict),
             "oracle_scope": self.scope,
+            "weights_sha256": oracle.sha256,
             "compile_s": None,
             "registers": None,
             "spills": None,

@@ -4,7 +4,8 @@
 
 - ``stream``: the step's weight bytes at the target's measured read rate, divided by an
   efficiency <= 1: the 16-byte loads a block keeps in flight (warps x rows per warp x
-  unroll x blocks per SM) against what Little's law needs to cover ~0.8 us of HBM latency.
+  unroll x blocks per SM, times the prefetch depth: the ring keeps later tasks' weights
+  streaming) against what Little's law needs to cover ~0.8 us of HBM latency.
   Register pressure past the SM's register file (spills) halves the efficiency.
 - ``sync``: dependent stages on the critical path x the cost of one cross-block hop
   (~0.9 us, ANCHORS.md) plus half the spin back-off, less what GEMV weight staging
@@ -63,7 +64,7 @@ def predict(stats: dict[str, int], schedule: Schedule, knobs: KernelKnobs,
     floor = target.floor_us(stats["weight_bytes"])
     warps = schedule.threads // 32
     in_flight = (schedule.blocks_per_sm * warps * knobs.rows_per_warp * knobs.unroll
-                 * LOAD_BYTES)
+                 * LOAD_BYTES * knobs.prefetch)
     needed = target.measured_gbps * 1e3 * HBM_LATENCY_US / target.sms  # bytes per SM
     efficiency = min(1.0, in_flight / needed)
     threads_per_sm = schedule.threads * schedule.blocks_per_sm

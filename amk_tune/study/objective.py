@@ -1,6 +1,7 @@
 """The objective of a study: sample -> lower -> validate -> [pruned] -> worker -> attrs.
 
-1. ``space.search_space.suggest`` samples a Schedule and KernelKnobs.
+1. ``space.search_space.suggest`` samples a Schedule, KernelKnobs and a weight format among
+   the study's (``StudySetup.weights``).
 2. The two programs a trial will launch are lowered: the prompt launch and the timed launch
    (amk_tune/bench.py ``run_checked``). A lowering error is a rejection too.
 3. Both are validated. A rejected trial records its violations in ``user_attrs["reject"]``
@@ -26,6 +27,7 @@ from amk_tune.study.attrs import result_attrs
 from amk_tune.study.worker import Worker
 from amk_tune.targets import Target
 from space.search_space import Candidate, suggest
+from space.weight_format import WHOLE_SPACE, WeightChoices
 from validator import validate
 from vm.analysis import program_stats
 from vm.lowering import lower
@@ -46,18 +48,20 @@ class StudySetup:
     model_source: str  # the --model argument (how to load the weights again)
     weights_seed: int
     worker_info: dict[str, Any]  # the worker's ready message (device, weights hash, baselines)
+    weights: WeightChoices = WHOLE_SPACE  # the weight formats this study searches
 
 
 def trial_programs(spec: ModelSpec, target: Target, cand: Candidate,
                    prompt_len: int) -> dict[str, Program]:
     """The launches a trial runs: the prompt in one launch, then the timed launch (what the
     validator must accept; the prior's warm start checks the same two)."""
-    s = cand.schedule
+    s, fmt = cand.schedule, cand.weights
     total = prompt_len + s.steps_per_launch
+    kw = {"max_seq": total, "dtype": fmt.dtype, "quant_group": fmt.quant_group}
     return {
-        "prompt launch": lower(spec, s, target, steps=prompt_len, position=0, max_seq=total),
+        "prompt launch": lower(spec, s, target, steps=prompt_len, position=0, **kw),
         "timed launch": lower(spec, s, target, steps=s.steps_per_launch, position=prompt_len,
-                              max_seq=total),
+                              **kw),
     }
 
 
@@ -71,7 +75,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         setup = self.setup
-        cand = suggest(trial, setup.target)
+        cand = suggest(trial, setup.target, setup.weights)
         trial.set_user_attr("measurement", "simulated" if setup.simulated else "measured")
         for key, value in cand.to_dict().items():
             trial.set_user_attr(key, value)
@@ -141,7 +145,8 @@ class Objective:
             "binary": result.get("binary"),
             "arch": result.get("arch"),
             "model": {"source": setup.model_source, "spec": info["spec"],
-                      "weights_sha256": info["weights_sha256"], "seed": setup.weights_seed},
+                      "weights_sha256": result.get("weights_sha256", info["weights_sha256"]),
+                      "seed": setup.weights_seed},
             "gpu": setup.target.name,
             "measured": bool(result["measured"]),
             "oracle": result["oracle"],

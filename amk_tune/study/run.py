@@ -28,6 +28,7 @@ from amk_tune.study.summary import summary
 from amk_tune.study.worker import Worker, WorkerSpec
 from amk_tune.targets import Target
 from space.search_space import STEPS_PER_LAUNCH, default_params
+from space.weight_format import WeightChoices
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class StudyOptions:
     minutes: float = 10.0
     trials: int | None = None
     dtype: str = "bf16"
+    quant_group: int | None = None  # int8: fixed, or None to search the groups that fit
     layers: int | None = None
     storage: str = DEFAULT_STORAGE
     study: str | None = None
@@ -77,8 +79,8 @@ def enqueue_prior_picks(study: optuna.Study, opts: StudyOptions, spec: ModelSpec
         print(f"{tag} prior: no room after the default in --trials {opts.trials}", file=err)
         return
     first = len(study.trials)
-    ws = warm_start(study, spec, target, opts.dtype, storage=opts.storage,
-                    prompt_len=opts.prompt_len, k=k, seed=opts.seed)
+    ws = warm_start(study, spec, target, opts.dtype, quant_group=opts.quant_group,
+                    storage=opts.storage, prompt_len=opts.prompt_len, k=k, seed=opts.seed)
     print(f"{tag} {ws.note}", file=err, flush=True)
     for n, p in enumerate(ws.picks, start=first):
         knobs = ", ".join(f"{key}={v}" for key, v in p.params.items())
@@ -97,10 +99,12 @@ def run_study(opts: StudyOptions, *, out: TextIO | None = None,
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     target, _ = resolve_gpu(opts.gpu, opts.simulate)
     spec = with_layers(inspect_model(opts.model), opts.layers)
+    choices = WeightChoices.for_study(spec, opts.dtype, opts.quant_group)
     name = opts.study or study_name(spec.name, opts.layers, target.name, opts.dtype,
-                                    opts.simulate)
+                                    opts.simulate, opts.quant_group)
     identity = {"model": spec.name, "layers": spec.layers, "gpu": target.name,
-                "dtype": opts.dtype, "simulated": opts.simulate}
+                "dtype": opts.dtype, "simulated": opts.simulate,
+                "quant_groups": list(choices.quant_groups) if opts.dtype == "int8" else None}
     study, created = open_study(opts.storage, name, identity, opts.seed)
     tag = "[study, simulated]" if opts.simulate else "[study]"
     if opts.simulate:
@@ -109,11 +113,12 @@ def run_study(opts: StudyOptions, *, out: TextIO | None = None,
     print(f"{tag} {name} in {opts.storage}: {len(study.trials)} trials so far; starting the "
           f"worker ({'simulated' if opts.simulate else 'GPU'})...", file=err, flush=True)
     cache = Path(tempfile.gettempdir()) / "amk-tune-study"
+    first = choices.first()
     worker = Worker(
         WorkerSpec(backend="simulated" if opts.simulate else "gpu", model=opts.model,
-                   layers=opts.layers, dtype=opts.dtype, target=target.name,
+                   layers=opts.layers, dtype=first.dtype, target=target.name,
                    prompt_len=opts.prompt_len, max_steps=max(STEPS_PER_LAUNCH),
-                   iters=opts.iters, cache_dir=str(cache)),
+                   iters=opts.iters, cache_dir=str(cache), quant_group=first.quant_group),
         trial_timeout_s=opts.trial_timeout_s, start_timeout_s=opts.start_timeout_s)
     try:
         info = worker.start()
@@ -130,10 +135,12 @@ def run_study(opts: StudyOptions, *, out: TextIO | None = None,
                 study.set_user_attr(key, info[key])
         before = len(study.trials)
         if created:  # one worker of many: only the study's creator enqueues the default
-            study.enqueue_trial(default_params(), user_attrs={"role": "default schedule"})
+            study.enqueue_trial(default_params(choices),
+                                user_attrs={"role": "default schedule"})
             if opts.prior:
                 enqueue_prior_picks(study, opts, spec, target, err)
-        setup = StudySetup(spec, target, opts.simulate, opts.prompt_len, opts.model, 0, info)
+        setup = StudySetup(spec, target, opts.simulate, opts.prompt_len, opts.model, 0, info,
+                           choices)
         objective = Objective(study, setup, worker)
         study.optimize(objective, n_trials=opts.trials,
                        timeout=max(1.0, deadline - time.monotonic()), catch=(TrialFailed,),

@@ -1,8 +1,9 @@
 """Choosing the GPU target, naming the study and opening its storage.
 
 One study per (model, GPU, dtype): the name says all three (and ``simulated`` for a
-simulated study), and the study's user attrs record them, so a resumed study refuses a
-run that would mix another model, GPU, dtype or measurement kind into it.
+simulated study), and the study's user attrs record them (with the int8 quantisation
+groups it searches), so a resumed study refuses a run that would mix another model, GPU,
+dtype, group set or measurement kind into it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from amk_tune.targets import DEFAULT_TARGET, Target, get_target
 
 DEFAULT_STORAGE = "sqlite:///studies/amk.db"
 N_STARTUP_TRIALS = 8
-IDENTITY = ("model", "layers", "gpu", "dtype", "simulated")
+IDENTITY = ("model", "layers", "gpu", "dtype", "simulated", "quant_groups")
 CREATE_ATTEMPTS = 5
 
 
@@ -53,8 +54,12 @@ def resolve_gpu(name: str, simulate: bool) -> tuple[Target, LiveGpu | None]:
     return get_target(live_name), gpu
 
 
-def study_name(model: str, layers: int | None, gpu: str, dtype: str, simulate: bool) -> str:
+def study_name(model: str, layers: int | None, gpu: str, dtype: str, simulate: bool,
+               quant_group: int | None = None) -> str:
+    """MODEL[-Nl]-GPU-DTYPE[-gG][-simulated]; ``-gG`` when an int8 study fixes its group."""
     parts = [model if layers is None else f"{model}-{layers}l", gpu, dtype]
+    if dtype == "int8" and quant_group is not None:
+        parts.append(f"g{quant_group}")
     if simulate:
         parts.append("simulated")
     return re.sub(r"[^a-z0-9._-]+", "-", "-".join(parts).lower())

@@ -17,12 +17,14 @@ from optuna.trial import FrozenTrial
 from amk_tune.study.progress import best_feasible, counts, feasible
 from space.kernel_knobs import KernelKnobs
 from space.schedule import Schedule
+from space.weight_format import BF16
 
 
 def changed_knobs(t: FrozenTrial) -> str:
     """The knobs of ``t`` that differ from the defaults (``default`` when none)."""
-    defaults = {**Schedule().to_dict(), **KernelKnobs().to_dict()}
-    knobs = {**t.user_attrs.get("schedule", {}), **t.user_attrs.get("kernel_knobs", {})}
+    defaults = {**Schedule().to_dict(), **KernelKnobs().to_dict(), **BF16.to_dict()}
+    knobs = {**t.user_attrs.get("schedule", {}), **t.user_attrs.get("kernel_knobs", {}),
+             **t.user_attrs.get("weights", {})}
     diff = [f"{k}={v}" for k, v in knobs.items() if defaults.get(k) != v]
     return ", ".join(diff) or "default"
 

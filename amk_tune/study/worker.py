@@ -47,7 +47,7 @@ class WorkerSpec:
     backend: str  # "gpu" | "simulated"
     model: str  # a load_model source
     layers: int | None
-    dtype: str
+    dtype: str  # the weight format prepared at start (trials may ask for others)
     target: str  # target profile name
     prompt_len: int  # the oracle's prompt: one launch of this many steps fills the cache
     max_steps: int  # the largest steps_per_launch a trial may ask for
@@ -55,6 +55,7 @@ class WorkerSpec:
     cache_dir: str  # where the HF reference survives a worker restart
     measure_baselines: bool = True
     weights_seed: int = 0
+    quant_group: int = 0
 
 
 def parse_faults(text: str) -> dict[int, str]:

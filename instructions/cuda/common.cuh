@@ -10,7 +10,8 @@ struct Ctx {
   void* const* buf;    // the launch's buffer table (enc::kBuf* first)
   const float* rope;   // [positions][2][head_dim / 2]: cos then sin, HF's float32 values
   float* x;            // shared: the input vector of the task (cfg::kMaxVec floats)
-  unsigned char* stage;  // shared: staged weights / attention scratch (cfg::kStageBytes)
+  unsigned char* stage;  // shared: this task's prefetch slot: staged weights / attention
+                         // scratch (cfg::kSlotBytes)
   float* red;          // shared: reduction scratch (cfg::kRedFloats)
   int step, position, forced_upto;
 };
@@ -91,14 +92,25 @@ __device__ __forceinline__ float vec_at(const Ctx& c, const int* rec, int base, 
 }
 
 // Whole source into dst[0 .. n) (shared memory); ends with __syncthreads().
+// Every thread issues all of its loads before its first store: a strided copy loop would
+// wait one L2 round trip per element (the loads sit on the critical path of every task).
 __device__ void load_vec(const Ctx& c, const int* rec, int base, float* dst) {
+  constexpr int kPer = (cfg::kMaxVec + cfg::kThreads - 1) / cfg::kThreads;
   const int kind = rec[base], n = rec[base + 1], b = rec[base + 2];
-  if (kind == enc::SRC_BUFFER) {
+  if (kind == enc::SRC_BUFFER || kind == enc::SRC_EMBED) {
     const float* src = f32(c, b);
-    for (int i = threadIdx.x; i < n; i += cfg::kThreads) dst[i] = src[i];
-  } else if (kind == enc::SRC_EMBED) {
-    const unsigned short* row = w16(c, b) + (size_t)step_token(c) * n;
-    for (int i = threadIdx.x; i < n; i += cfg::kThreads) dst[i] = bf16(row[i]);
+    const unsigned short* row = w16(c, b) + (size_t)(kind == enc::SRC_EMBED ? step_token(c) : 0) * n;
+    float v[kPer];
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      const int i = threadIdx.x + j * cfg::kThreads;
+      if (i < n) v[j] = kind == enc::SRC_EMBED ? bf16(row[i]) : src[i];
+    }
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      const int i = threadIdx.x + j * cfg::kThreads;
+      if (i < n) dst[i] = v[j];
+    }
   } else {  // flash-decoding partials [heads, parts, head_dim + 2] -> merged heads
     const int parts = rec[base + 3], hd = rec[base + 4], w = hd + 2;
     const float* P = f32(c, b);
@@ -106,8 +118,10 @@ __device__ void load_vec(const Ctx& c, const int* rec, int base, float* dst) {
       const int h = e / hd, d = e - h * hd;
       const float* ph = P + (size_t)h * parts * w;
       float top = neg_inf();
+#pragma unroll 4
       for (int p = 0; p < parts; ++p) top = fmaxf(top, ph[p * w]);
       float total = 0.f, acc = 0.f;
+#pragma unroll 4
       for (int p = 0; p < parts; ++p) {
         const float m = ph[p * w];
         const float wt = (m == neg_inf()) ? 0.f : expf(m - top);
@@ -120,13 +134,13 @@ __device__ void load_vec(const Ctx& c, const int* rec, int base, float* dst) {
   __syncthreads();
 }
 
-// In place: x = w * (x * rsqrt(mean(x^2) + eps)), LlamaRMSNorm's float32 order.
-__device__ void rmsnorm_inplace(const Ctx& c, float* x, int n, int weight) {
+// In place: x = w * (x * rsqrt(mean(x^2) + eps)), LlamaRMSNorm's float32 order. ``w`` is
+// the bf16 weight, in global memory or staged in shared memory.
+__device__ void rmsnorm_inplace(const Ctx& c, float* x, int n, const unsigned short* w) {
   float ss = 0.f;
   for (int i = threadIdx.x; i < n; i += cfg::kThreads) ss += x[i] * x[i];
   ss = block_sum(ss, c.red);
   const float inv = 1.0f / sqrtf(ss / (float)n + cfg::kRmsEps);
-  const unsigned short* w = w16(c, weight);
   for (int i = threadIdx.x; i < n; i += cfg::kThreads) x[i] = bf16(w[i]) * (x[i] * inv);
   __syncthreads();
 }

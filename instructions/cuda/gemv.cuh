@@ -1,5 +1,6 @@
 // The GEMV tile (instructions/gemv.py + epilogues.py): y = W[rows] @ norm?(src), then the
-// fused epilogue. W is bf16 [out, K] row-major, K % 8 == 0 (16-byte loads); accumulation
+// fused epilogue. W is bf16 [out, K] row-major, K % 8 == 0 (16-byte loads), or int8 codes
+// with float32 scales dequantised in registers (gemv_int8.cuh; K % 16 == 0); accumulation
 // and everything after it in fp32.
 //
 // A tile has one row segment, or two of equal length whose rows pair up (gate/up for
@@ -7,17 +8,28 @@
 // cfg::kRowsPerWarp pairs at a time; lanes split K into 16-byte chunks, cfg::kUnroll of
 // them in flight per row (kernel knobs, space/kernel_knobs.py).
 //
-// gemv_stage() runs BEFORE the task's wait: weights never depend on activations, so the
-// first kStageBytes of the tile stream into shared memory (cp.async) while the block waits.
+// gemv_stage() runs kPrefetch - 1 tasks BEFORE the task (vm/cuda/megakernel.cu): weights
+// never depend on activations, so the folded RMSNorm weight and the leading rows of the tile
+// (as many as fit in the task's kSlotBytes slot) stream into shared memory (cp.async) while
+// the block runs and waits on earlier tasks. Rows that do not fit stream from global.
 #pragma once
+#include "gemv_int8.cuh"
 
 namespace amk {
 namespace G = enc::gemv;
 
 struct GemvTile {
   const unsigned short* w;
-  int k, n0, nseg, s0a, s1a, staged;  // staged: leading tile rows held in shared memory
+  int k, n0, nseg, s0a, s1a;
+  int row_bytes;   // one weight row
+  bool q8;         // int8 codes (gemv_int8.cuh), else bf16
+  const float* scale;  // int8: [rows][spr] scales, one per cpg 16-byte chunks of a row
+  int spr, cpg;
+  int norm_bytes;  // the staged RMSNorm weight at the start of the slot (0: not staged)
+  int staged;      // leading tile rows held in the slot after it
 };
+
+__device__ __forceinline__ int align16(int n) { return (n + 15) & ~15; }
 
 __device__ __forceinline__ GemvTile gemv_tile(const Ctx& c, const int* rec) {
   GemvTile t;
@@ -27,7 +39,14 @@ __device__ __forceinline__ GemvTile gemv_tile(const Ctx& c, const int* rec) {
   t.s0a = rec[G::S0A];
   t.s1a = rec[G::S1A];
   t.n0 = rec[G::S0B] - t.s0a;
-  const int rows = t.n0 * t.nseg, fit = cfg::kStageBytes / (t.k * 2);
+  t.q8 = rec[G::WDTYPE] == enc::WDT_INT8;
+  t.row_bytes = t.q8 ? t.k : t.k * 2;
+  t.scale = t.q8 ? f32(c, rec[G::SCALE]) : nullptr;
+  t.spr = t.q8 ? t.k / rec[G::QGROUP] : 0;
+  t.cpg = t.q8 ? rec[G::QGROUP] / 16 : 0;
+  const int nb = align16(t.k * 2);
+  t.norm_bytes = rec[G::NORM] >= 0 && nb <= cfg::kSlotBytes ? nb : 0;
+  const int rows = t.n0 * t.nseg, fit = (cfg::kSlotBytes - t.norm_bytes) / t.row_bytes;
   t.staged = rows < fit ? rows : fit;
   return t;
 }
@@ -43,15 +62,28 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+// This thread's copies of the task about to run have landed (kPrefetch - 1 younger groups
+// may still be in flight); a __syncthreads() after it publishes every thread's copies.
+__device__ __forceinline__ void cp_async_wait_own() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(cfg::kPrefetch - 1) : "memory");
+}
 
-__device__ void gemv_stage(const Ctx& c, const int* rec) {
+// Issue (no commit: the caller commits one group per task) the copies of the tile's norm
+// weight and leading rows into ``slot``.
+__device__ void gemv_stage(const Ctx& c, const int* rec, unsigned char* slot) {
   const GemvTile t = gemv_tile(c, rec);
-  const int cpr = t.k / 8, total = t.staged * cpr;  // 16-byte chunks per row / in all
+  if (t.norm_bytes) {
+    const unsigned short* nw = w16(c, rec[G::NORM]);
+    for (int i = threadIdx.x; i < t.k / 8; i += cfg::kThreads) cp_async16(slot + i * 16, nw + i * 8);
+  }
+  unsigned char* rows = slot + t.norm_bytes;
+  const int cpr = t.row_bytes / 16, total = t.staged * cpr;  // 16-byte chunks per row / in all
   for (int i = threadIdx.x; i < total; i += cfg::kThreads) {
     const int li = i / cpr, ch = i - li * cpr;
-    cp_async16(c.stage + (size_t)i * 16, t.w + (size_t)tile_row(t, li) * t.k + ch * 8);
+    cp_async16(rows + (size_t)i * 16,
+               reinterpret_cast<const unsigned char*>(t.w) + (size_t)tile_row(t, li) * t.row_bytes +
+                   ch * 16);
   }
-  cp_async_commit();
 }
 
 __device__ __forceinline__ float dot8(uint4 q, float4 a, float4 b) {
@@ -59,17 +91,19 @@ __device__ __forceinline__ float dot8(uint4 q, float4 a, float4 b) {
          bf16_lo(q.z) * b.x + bf16_hi(q.z) * b.y + bf16_lo(q.w) * b.z + bf16_hi(q.w) * b.w;
 }
 
-// Lane-partial dot products of kRowsPerWarp row pairs (pairs i0 .. i0 + R - 1; a pair
-// past the tile's end repeats its last one and is dropped by the caller) with x. Each lane
-// loads kUnroll 16-byte chunks of every row before it multiplies them (loads in flight);
-// each row is still summed chunk by chunk in the same order, whatever the knobs.
-template <int NSEG>
+// Lane-partial dot products of R row pairs (pairs i0 .. i0 + R - 1; a pair past the
+// tile's end repeats its last one and is dropped by the caller) with x. Each lane loads U
+// 16-byte chunks of every row before it multiplies them (loads in flight; R and U are the
+// kernel knobs rows_per_warp and unroll, or the LM head's own lm_* pair);
+// each row is still summed chunk by chunk in the same order, whatever the knobs. Q8: int8
+// rows, each chunk's sum times its scale (gemv_int8.cuh).
+template <int NSEG, bool Q8, int R, int U>
 __device__ __forceinline__ void rows_dot(const Ctx& c, const GemvTile& t, int i0, int lane,
-                                         float (&y)[NSEG][cfg::kRowsPerWarp]) {
-  constexpr int R = cfg::kRowsPerWarp, U = cfg::kUnroll;
+                                         float (&y)[NSEG][R]) {
   const float4* x = reinterpret_cast<const float4*>(c.x);
-  const int cpr = t.k / 8;
+  const int cpr = t.row_bytes / 16;
   const uint4* w[NSEG][R];
+  const float* sc[NSEG][R];  // Q8: the row's scales
   bool staged[NSEG][R];
 #pragma unroll
   for (int s = 0; s < NSEG; ++s) {
@@ -77,8 +111,12 @@ __device__ __forceinline__ void rows_dot(const Ctx& c, const GemvTile& t, int i0
     for (int r = 0; r < R; ++r) {
       const int p = i0 + r < t.n0 ? i0 + r : t.n0 - 1, li = s * t.n0 + p;
       staged[s][r] = li < t.staged;
-      w[s][r] = staged[s][r] ? reinterpret_cast<const uint4*>(c.stage) + (size_t)li * cpr
-                             : reinterpret_cast<const uint4*>(t.w + (size_t)tile_row(t, li) * t.k);
+      w[s][r] = staged[s][r] ? reinterpret_cast<const uint4*>(c.stage + t.norm_bytes) +
+                                   (size_t)li * cpr
+                             : reinterpret_cast<const uint4*>(
+                                   reinterpret_cast<const unsigned char*>(t.w) +
+                                   (size_t)tile_row(t, li) * t.row_bytes);
+      sc[s][r] = Q8 ? t.scale + (size_t)tile_row(t, li) * t.spr : nullptr;
       y[s][r] = 0.f;
     }
   }
@@ -97,17 +135,28 @@ __device__ __forceinline__ void rows_dot(const Ctx& c, const GemvTile& t, int i0
     for (int u = 0; u < U; ++u) {
       const int ch = ch0 + 32 * u;
       if (ch >= cpr) break;
-      const float4 xa = x[2 * ch], xb = x[2 * ch + 1];
+      if constexpr (Q8) {
+        const int g = ch / t.cpg;
 #pragma unroll
-      for (int s = 0; s < NSEG; ++s)
+        for (int s = 0; s < NSEG; ++s)
 #pragma unroll
-        for (int r = 0; r < R; ++r) y[s][r] += dot8(q[u][s][r], xa, xb);
+          for (int r = 0; r < R; ++r)
+            y[s][r] += dot16_i8(q[u][s][r], x + 4 * ch) * __ldg(sc[s][r] + g);
+      } else {
+        const float4 xa = x[2 * ch], xb = x[2 * ch + 1];
+#pragma unroll
+        for (int s = 0; s < NSEG; ++s)
+#pragma unroll
+          for (int r = 0; r < R; ++r) y[s][r] += dot8(q[u][s][r], xa, xb);
+      }
     }
   }
 }
 
-// QKV epilogue: pair p of head ``head`` of [q; k; v]; RoPE on q and k, k/v appended.
-__device__ void qkv_rope_store(const Ctx& c, const int* rec, int p, float lo, float hi) {
+// QKV epilogue: pair p of head ``head`` of [q; k; v]; RoPE (cs, sn: the pair's angle) on q
+// and k, k/v appended.
+__device__ void qkv_rope_store(const Ctx& c, const int* rec, int p, float lo, float hi,
+                               float cs, float sn) {
   const int head = rec[G::HEAD], heads = rec[G::HEADS], kvh = rec[G::KV_HEADS];
   const int d = rec[G::HEAD_DIM], half = d / 2, pos = c.position + c.step;
   float* out;
@@ -124,7 +173,6 @@ __device__ void qkv_rope_store(const Ctx& c, const int* rec, int p, float lo, fl
     rotate = is_k;
   }
   if (rotate) {
-    const float cs = rope_cos(c, pos, p), sn = rope_sin(c, pos, p);
     const float l2 = lo * cs - hi * sn, h2 = hi * cs + lo * sn;
     lo = l2;
     hi = h2;
@@ -134,15 +182,34 @@ __device__ void qkv_rope_store(const Ctx& c, const int* rec, int p, float lo, fl
 }
 
 // The tile's rows: warp w takes pairs [w R, w R + R), then every kWarps R pairs further.
-template <int NSEG>
+template <int NSEG, int R, int U>
 __device__ __forceinline__ void gemv_rows(const Ctx& c, const int* rec, const GemvTile& t,
                                           float& best, int& best_i) {
-  constexpr int R = cfg::kRowsPerWarp;
   const int epi = rec[G::EPI], lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   float* dst = f32(c, rec[G::DST]);
   for (int i0 = warp * R; i0 < t.n0; i0 += kWarps * R) {
+    // lane 0 reads the epilogue's operands (residual rows, RoPE angles) before the dot
+    // products, so their latency hides behind the weight loads
+    float e0[R], e1[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int i = i0 + r < t.n0 ? i0 + r : t.n0 - 1;
+      e0[r] = e1[r] = 0.f;
+      if (lane == 0 && epi == enc::EPI_RESIDUAL) {
+        e0[r] = vec_at(c, rec, G::RES_KIND, t.s0a + i);
+        if (NSEG == 2) e1[r] = vec_at(c, rec, G::RES_KIND, t.s1a + i);
+      } else if (lane == 0 && epi == enc::EPI_QKV_ROPE) {
+        const int pos = c.position + c.step;
+        e0[r] = rope_cos(c, pos, rec[G::P0] + i);
+        e1[r] = rope_sin(c, pos, rec[G::P0] + i);
+      }
+    }
     float y[NSEG][R];
-    rows_dot<NSEG>(c, t, i0, lane, y);
+    if (t.q8) {
+      rows_dot<NSEG, true, R, U>(c, t, i0, lane, y);
+    } else {
+      rows_dot<NSEG, false, R, U>(c, t, i0, lane, y);
+    }
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const int i = i0 + r;
@@ -156,14 +223,14 @@ __device__ __forceinline__ void gemv_rows(const Ctx& c, const int* rec, const Ge
           if (NSEG == 2) dst[r1] = y1;
           break;
         case enc::EPI_RESIDUAL:
-          dst[r0] = vec_at(c, rec, G::RES_KIND, r0) + y0;
-          if (NSEG == 2) dst[r1] = vec_at(c, rec, G::RES_KIND, r1) + y1;
+          dst[r0] = e0[r] + y0;
+          if (NSEG == 2) dst[r1] = e1[r] + y1;
           break;
         case enc::EPI_SILU_MUL:
           dst[r0] = silu(y0) * y1;
           break;
         case enc::EPI_QKV_ROPE:
-          qkv_rope_store(c, rec, rec[G::P0] + i, y0, y1);
+          qkv_rope_store(c, rec, rec[G::P0] + i, y0, y1, e0[r], e1[r]);
           break;
         case enc::EPI_LOGITS_ARGMAX:
           dst[(size_t)c.step * rec[G::VOCAB] + r0] = y0;
@@ -176,17 +243,22 @@ __device__ __forceinline__ void gemv_rows(const Ctx& c, const int* rec, const Ge
 
 __device__ void gemv_run(const Ctx& c, const int* rec) {
   const GemvTile t = gemv_tile(c, rec);
-  load_vec(c, rec, G::SRC_KIND, c.x);
-  if (rec[G::NORM] >= 0) rmsnorm_inplace(c, c.x, t.k, rec[G::NORM]);
-  cp_async_wait_all();
-  __syncthreads();
+  cp_async_wait_own();
+  load_vec(c, rec, G::SRC_KIND, c.x);  // its closing __syncthreads() publishes the slot too
+  if (rec[G::NORM] >= 0) {
+    const unsigned short* nw = t.norm_bytes
+        ? reinterpret_cast<const unsigned short*>(c.stage) : w16(c, rec[G::NORM]);
+    rmsnorm_inplace(c, c.x, t.k, nw);
+  }
 
   float best = neg_inf();
   int best_i = 0x7fffffff;
-  if (t.nseg == 2) {
-    gemv_rows<2>(c, rec, t, best, best_i);
+  if (rec[G::EPI] == enc::EPI_LOGITS_ARGMAX) {  // one segment; the LM head's own knobs
+    gemv_rows<1, cfg::kLmRowsPerWarp, cfg::kLmUnroll>(c, rec, t, best, best_i);
+  } else if (t.nseg == 2) {
+    gemv_rows<2, cfg::kRowsPerWarp, cfg::kUnroll>(c, rec, t, best, best_i);
   } else {
-    gemv_rows<1>(c, rec, t, best, best_i);
+    gemv_rows<1, cfg::kRowsPerWarp, cfg::kUnroll>(c, rec, t, best, best_i);
   }
   if (rec[G::EPI] == enc::EPI_LOGITS_ARGMAX) {
     block_argmax(best, best_i, c.red);

@@ -8,7 +8,7 @@ __device__ void rmsnorm_run(const Ctx& c, const int* rec) {
   namespace F = enc::rmsnorm;
   const int n = rec[F::SRC_N];
   load_vec(c, rec, F::SRC_KIND, c.x);
-  rmsnorm_inplace(c, c.x, n, rec[F::WEIGHT]);
+  rmsnorm_inplace(c, c.x, n, w16(c, rec[F::WEIGHT]));
   float* dst = f32(c, rec[F::DST]);
   for (int i = threadIdx.x; i < n; i += cfg::kThreads) dst[i] = c.x[i];
 }

@@ -42,3 +42,23 @@ def test_compare_catches_unwritten_wrong_and_stray_writes():
         bad = {k: v.copy() for k, v in twin.items()}
         bad[name][outside[0]] += 1.0
         assert any("outside the declared writes" in p for p in compare(inputs, bad, twin))
+
+
+def test_int8_tasks_get_int8_weights_of_the_declared_sizes():
+    """What the GPU uploads for an int8 task (``ModelWeights.stored``) is exactly as big as
+    the buffers the program declares, and the twin runs on the dequantised values."""
+    program = lower(TINY, Schedule(), get_target("h100"), position=5, max_seq=8,
+                    dtype="int8", quant_group=32)
+    tiles = [t for _, _, t in program.tasks() if t.op == "gemv"]
+    for task in (tiles[0], tiles[-1]):  # a QKV tile, an LM-head tile
+        lone = isolate(program, task)
+        w = task_weights(lone, 0)
+        matrix = task.args["matrix"]
+        assert {f"w.{matrix}", f"w.{matrix}.scale"} <= set(lone.buffers)
+        for name, nbytes in lone.buffers.items():
+            if name.startswith("w."):
+                assert w.stored(name[2:]).nbytes == nbytes, name
+        assert w.codes[matrix].dtype == np.int8 and w.scales[matrix].dtype == np.float32
+        inputs = random_state(lone, 1)
+        twin = run_twin(lone, w, inputs)
+        assert compare(inputs, twin, twin) == []

@@ -21,8 +21,9 @@ def _compiler_or_skip() -> str:
         pytest.skip(str(e))
 
 
-def _config(spec, **knobs) -> b.KernelConfig:
-    return b.config_for(lower(spec, Schedule(**knobs), get_target("h100")), spec)
+def _config(spec, weights: dict | None = None, **knobs) -> b.KernelConfig:
+    program = lower(spec, Schedule(**knobs), get_target("h100"), **(weights or {}))
+    return b.config_for(program, spec)
 
 
 def test_assembled_source_is_one_translation_unit():
@@ -31,6 +32,15 @@ def test_assembled_source_is_one_translation_unit():
     assert "namespace enc {" in src and "namespace cfg {" in src
     assert "constexpr int kGroup = 6;" in src  # 6 query heads per KV head
     assert src.count("namespace amk {") >= 5  # every instruction family got inlined
+    assert "dot16_i8" in src and "constexpr int WDT_INT8 = 1;" in src  # gemv_int8.cuh too
+
+
+def test_one_kernel_runs_bf16_and_int8_programs():
+    """The weight format is a field of each GEMV record, not a build constant: an int8
+    program builds the very source (so the arch compiles below cover its int8 path)."""
+    for spec in (preset_spec("smollm2-135m"), preset_spec("llama-2-7b")):
+        for weights in ({"dtype": "int8"}, {"dtype": "int8", "quant_group": 64}):
+            assert b.assemble(_config(spec, weights)) == b.assemble(_config(spec))
 
 
 @pytest.mark.parametrize("arch", b.ARCHS)

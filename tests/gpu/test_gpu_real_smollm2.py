@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from amk_tune.errors import WeightsNotFound
 from amk_tune.targets import get_target
 from space.schedule import Schedule
 from vm.decode import greedy_generate
@@ -26,13 +25,8 @@ SCHEDULES = {
 
 
 @pytest.fixture(scope="module")
-def real():
-    from amk_tune.model.loaders import load_model
-
-    try:
-        return load_model("smollm2-135m-instruct")
-    except WeightsNotFound as e:
-        pytest.skip(str(e))
+def real(smollm2_real):
+    return smollm2_real
 
 
 @pytest.fixture(scope="module")

@@ -63,3 +63,25 @@ def test_rmsnorm_matches_definition():
     w = np.full(64, 0.5, np.float32)
     want = 0.5 * x / np.sqrt(np.mean(x.astype(np.float64) ** 2) + 1e-5)
     np.testing.assert_allclose(rmsnorm(x, w, 1e-5), want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("group", [0, 16])
+def test_int8_gemv_args_round_trip(group):
+    p = lower(TINY, UNFUSED, get_target("h100"), dtype="int8", quant_group=group)
+    tiles = [t for _, _, t in p.tasks() if t.op == "gemv"]
+    assert tiles
+    for t in tiles:
+        instr = decode(t.op, t.args)
+        assert instr.to_args() == t.args and instr.dtype == "int8" and instr.group > 0
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"dtype": "int4", "group": 16}, "gemv dtype 'int4'"),
+    ({"dtype": "int8"}, "int8 weights need a group > 0"),
+    ({"group": 16}, "bf16 weights take 0"),
+])
+def test_bad_gemv_weight_formats_are_program_errors(extra, message):
+    p = lower(TINY, Schedule(), get_target("h100"))
+    t = next(t for _, _, t in p.tasks() if t.op == "gemv")
+    with pytest.raises(ProgramError, match=message):
+        decode("gemv", {**t.args, **extra})

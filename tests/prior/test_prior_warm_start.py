@@ -46,7 +46,7 @@ def test_only_accepted_candidates_are_enqueued(monkeypatch):
 
 
 def test_the_queued_default_is_not_picked_again(monkeypatch):
-    monkeypatch.setattr(ws, "sample_candidates", lambda target, n, seed: [
+    monkeypatch.setattr(ws, "sample_candidates", lambda target, n, seed, weights: [
         (default_params(), candidate_of(default_params(), target))])
     study = optuna.create_study()
     study.enqueue_trial(default_params())

@@ -78,3 +78,23 @@ def test_gpu_name_is_checked_against_the_live_device(monkeypatch):
     with pytest.raises(Exception, match="unknown GPU target 'h300'"):
         setup.resolve_gpu("h300", simulate=False)
     assert setup.resolve_gpu("l4", simulate=True)[0].name == "l4"  # a model of another GPU
+
+
+def test_simulated_int8_study_searches_its_groups_on_their_own_weights(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'amk.db'}"
+    argv = ["study", "--model", "smollm2-135m", "--layers", "1", "--simulate", "--prompt-len",
+            "3", "--seed", "1", "--dtype", "int8", "--no-prior", "--storage", url]
+    assert main([*argv, "--trials", "6"]) == 0
+    study = optuna.load_study(study_name="smollm2-135m-1l-h100-int8-simulated", storage=url)
+    assert study.user_attrs["dtype"] == "int8" and study.user_attrs["quant_groups"] == [0, 32, 64]
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert study.trials[0].params["quant_group"] == 0  # the default: one scale per channel
+    assert all(t.params["dtype"] == "int8" and t.user_attrs["feasible"] for t in done)
+    shas = {t.params["quant_group"]: t.user_attrs["weights_sha256"] for t in done}
+    assert len(set(shas.values())) == len(shas) > 1  # each group judged on its own weights
+    capsys.readouterr()
+    # a fixed group is another study: the group is part of its name and identity
+    assert main([*argv, "--quant-group", "32", "--trials", "1"]) == 0
+    study = optuna.load_study(study_name="smollm2-135m-1l-h100-int8-g32-simulated", storage=url)
+    p = study.trials[0].params
+    assert (p["dtype"], p["quant_group"]) == ("int8", 32)

@@ -65,3 +65,28 @@ def test_the_gpu_worker_builds_checks_and_times_a_trial(tmp_path):
             assert res["latency_us"] > 0 and res["p10_us"] <= res["p90_us"]
     finally:
         worker.close()
+
+
+def test_the_gpu_worker_runs_each_trial_on_its_own_weight_format(tmp_path):
+    """An int8 study's trials ask for their quantisation group: the worker makes, uploads
+    and checks each format against HF on exactly those dequantised weights."""
+    from amk_tune.device import live_target_name
+    from amk_tune.study.worker import Worker, WorkerSpec
+
+    target = get_target(live_target_name() or "h100")
+    spec = WorkerSpec(backend="gpu", model="smollm2-135m", layers=2, dtype="int8",
+                      target=target.name, prompt_len=8, max_steps=8, iters=20,
+                      cache_dir=str(tmp_path), measure_baselines=False)
+    worker = Worker(spec, trial_timeout_s=300)
+    try:
+        info = worker.start()
+        shas = set()
+        for number, group in enumerate((0, 64, 0)):
+            res = worker.evaluate({"number": number, "schedule": Schedule().to_dict(),
+                                   "kernel_knobs": KernelKnobs().to_dict(),
+                                   "weights": {"dtype": "int8", "quant_group": group}})
+            assert res["ok"] and res["oracle"]["passed"], res.get("error") or res["oracle"]
+            shas.add((group, res["weights_sha256"]))
+        assert len(shas) == 2 and (0, info["weights_sha256"]) in shas
+    finally:
+        worker.close()

@@ -127,3 +127,23 @@ def test_simulated_trials_say_so():
     (t,) = study.trials
     assert t.user_attrs["measurement"] == "simulated"
     assert t.user_attrs["baseline_ratio"] is None
+
+
+def test_an_int8_trial_lowers_and_asks_for_its_own_weight_format():
+    worker = FakeWorker(_result())
+    study = _run(worker, {**default_params(), "dtype": "int8", "quant_group": 32})
+    (t,) = study.trials
+    assert t.state == TrialState.COMPLETE
+    assert t.user_attrs["weights"] == {"dtype": "int8", "quant_group": 32}
+    assert worker.requests[0]["weights"] == {"dtype": "int8", "quant_group": 32}
+    bf16 = _run(FakeWorker(_result()), default_params()).trials[0]
+    assert t.user_attrs["floor_us"] < 0.6 * bf16.user_attrs["floor_us"]  # int8: ~half the bytes
+
+
+def test_a_group_that_does_not_fit_the_model_is_rejected_statically():
+    worker = FakeWorker(_result())
+    study = _run(worker, {**default_params(), "dtype": "int8", "quant_group": 64})
+    (t,) = study.trials
+    assert t.state == TrialState.PRUNED and worker.requests == []
+    (v,) = t.user_attrs["reject"]
+    assert v["property"] == "lowering" and "quantisation group 64" in v["message"]

@@ -1,30 +1,37 @@
 """The search space: every knob changes the lowered program or the CUDA build; the default
-is reachable; conditional knobs appear only under their parent choice; TPE is seeded."""
+is reachable; conditional knobs appear only under their parent choice; TPE is seeded; a
+study opens only its own weight formats."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import optuna
 import pytest
 
 from amk_tune.errors import BuildError, ScheduleError
+from amk_tune.model.presets import preset_spec
 from amk_tune.targets import get_target
 from space import search_space as ss
-from space.kernel_knobs import ROWS_PER_WARP, SPIN_SLEEP_NS, UNROLL, KernelKnobs
+from space.kernel_knobs import PREFETCH, ROWS_PER_WARP, SPIN_SLEEP_NS, UNROLL, KernelKnobs
 from space.schedule import SM_POLICIES, Schedule
+from space.weight_format import QUANT_GROUPS, WeightChoices, WeightFormat
 from tests.conftest import TINY
 from vm import build
 from vm.lowering import lower
 
 H100 = get_target("h100")
+# TINY with row lengths every quantisation group of the space divides
+WIDE = dataclasses.replace(TINY, name="tiny-wide", hidden=128, head_dim=32, intermediate=256)
 
 
 def _fingerprint(params: dict) -> tuple[str, str]:
-    """(program JSON hash, assembled kernel source hash) of a parameter set on TINY."""
+    """(program JSON hash, assembled kernel source hash) of a parameter set on WIDE."""
     cand = ss.candidate_of(params, H100)
-    program = lower(TINY, cand.schedule, H100)
-    source = build.assemble(build.config_for(program, TINY, cand.knobs))
+    fmt = cand.weights
+    program = lower(WIDE, cand.schedule, H100, dtype=fmt.dtype, quant_group=fmt.quant_group)
+    source = build.assemble(build.config_for(program, WIDE, cand.knobs))
     return (hashlib.sha256(program.to_json().encode()).hexdigest(),
             hashlib.sha256(source.encode()).hexdigest())
 
@@ -32,6 +39,7 @@ def _fingerprint(params: dict) -> tuple[str, str]:
 def test_default_params_are_the_default_schedule_and_knobs():
     cand = ss.candidate_of(ss.default_params(), H100)
     assert cand.schedule == Schedule() and cand.knobs == KernelKnobs()
+    assert cand.weights == WeightFormat("bf16", 0)
 
 
 # (parameter changes on top of the defaults) for every knob of the space, each value
@@ -49,6 +57,10 @@ VARIANTS = [
     *({"rows_per_warp": n} for n in ROWS_PER_WARP if n != 1),
     *({"unroll": n} for n in UNROLL if n != 1),
     *({"spin_sleep_ns": n} for n in SPIN_SLEEP_NS if n != 64),
+    *({"prefetch": n} for n in PREFETCH if n != KernelKnobs().prefetch),
+    *({"lm_rows_per_warp": n} for n in ROWS_PER_WARP if n != 1),
+    *({"lm_unroll": n} for n in UNROLL if n != 1),
+    *({"dtype": "int8", "quant_group": g} for g in QUANT_GROUPS),
 ]
 
 
@@ -88,11 +100,11 @@ def test_kernel_knobs_change_the_compiled_binary(tmp_path, monkeypatch):
     program = lower(TINY, Schedule(), H100)
     keys, cubins = set(), set()
     for knobs in (KernelKnobs(), KernelKnobs(rows_per_warp=2, unroll=2),
-                  KernelKnobs(spin_sleep_ns=0)):
+                  KernelKnobs(spin_sleep_ns=0), KernelKnobs(prefetch=3)):
         built = build.build(build.config_for(program, TINY, knobs), "sm_90")
         keys.add(built.key)
         cubins.add(built.cubin.read_bytes())
-    assert len(keys) == 3 and len(cubins) == 3
+    assert len(keys) == 4 and len(cubins) == 4
 
 
 def test_conditional_knobs_only_under_their_parent():
@@ -102,6 +114,33 @@ def test_conditional_knobs_only_under_their_parent():
         assert ("tiles" in t.params) == (t.params["tiles_mode"] == ss.CUSTOM)
         assert ("lm_tiles" in t.params) == (t.params["lm_tiles_mode"] == ss.CUSTOM)
         assert all((f in t.params) == (t.params["fusion"] == ss.CUSTOM) for f in ss.FUSIONS)
+        assert ("quant_group" in t.params) == (t.params["dtype"] == "int8")
+
+
+def test_a_study_opens_only_its_own_weight_formats():
+    smol = preset_spec("smollm2-135m")  # row lengths 576 and 1536: groups 128 does not fit
+    assert WeightChoices.for_study(smol, "bf16", None) == WeightChoices(("bf16",), (0,))
+    searched = WeightChoices.for_study(smol, "int8", None)
+    assert searched == WeightChoices(("int8",), (0, 32, 64))
+    assert WeightChoices.for_study(smol, "int8", 192).quant_groups == (192,)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
+    study.optimize(lambda t: len(ss.suggest(t, H100, searched).to_dict()), n_trials=30)
+    formats = {ss.candidate_of(t.params, H100).weights for t in study.trials}
+    assert formats == {WeightFormat("int8", g) for g in (0, 32, 64)}
+    first = ss.candidate_of(ss.default_params(searched), H100)
+    assert first.schedule == Schedule() and first.weights == WeightFormat("int8", 0)
+
+
+@pytest.mark.parametrize(("dtype", "group", "message"), [
+    ("int8", 128, r"--quant-group 128 does not fit 'smollm2-135m'; choose one of \[0, 16, 32, "
+                  r"48, 64, 96, 192\]"),
+    ("bf16", 64, r"quant_group = 64 for bf16 weights"),
+    ("fp8", None, r"weight dtype 'fp8'"),
+    ("int8", -16, r"quant_group = -16"),
+])
+def test_bad_weight_formats_are_named(dtype, group, message):
+    with pytest.raises(ScheduleError, match=message):
+        WeightChoices.for_study(preset_spec("smollm2-135m"), dtype, group)
 
 
 def test_seeded_tpe_repeats_itself():

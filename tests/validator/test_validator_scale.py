@@ -50,7 +50,7 @@ def test_13b_shape_is_accepted():
     program = lower(LLAMA_2_13B, Schedule(tiles=264, split_kv=2), H100, steps=1)
     verdict, seconds = _timed(program)
     assert verdict.accepted, verdict.describe()
-    assert program.task_count > 50_000
+    assert program.task_count > 40_000
     assert seconds < 30, f"{seconds:.1f} s"
 
 

@@ -1,8 +1,9 @@
 """Every instruction touches exactly what its task declares (what the validator trusts).
 
 Each task runs alone on poisoned memory: its declared reads hold finite data, everything
-else is NaN. It must write only inside its declared writes, and what it writes must be
-finite (so it read nothing undeclared and wrote every declared output).
+else is NaN, weights included (an int8 matrix's value is finite only where both its codes
+and its scales are declared read). It must write only inside its declared writes, and what
+it writes must be finite (so it read nothing undeclared and wrote every declared output).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from amk_tune.model.quantise import to_storage
+from amk_tune.model.weights import SCALE_SUFFIX, ModelWeights
 from amk_tune.targets import get_target
 from space.schedule import Schedule
 from tests.conftest import TINY, TINY_UNTIED, tiny_weights
@@ -23,6 +26,32 @@ SCHEDULES = [
 ]
 
 
+FORMATS = {"bf16": ("bf16", 0), "int8": ("int8", 0), "int8-g16": ("int8", 16)}
+
+
+def _declared_weights(weights: ModelWeights, reads, step) -> ModelWeights:
+    """``weights`` with every value NaN that the declared weight reads do not cover."""
+    marks = {}
+    for r in reads:
+        if not r.buffer.startswith("w."):
+            continue
+        name = r.buffer[2:]
+        a, e = r.at(step)
+        per = 4 if name.endswith(SCALE_SUFFIX) else 1 if name in weights.codes else 2
+        mark = marks.setdefault(name, np.zeros(weights.stored(name).size, bool))
+        mark[a // per : e // per] = True
+    tensors = {}
+    for name, a in weights.tensors.items():
+        ok = marks.get(name, np.zeros(a.size, bool)).reshape(a.shape)
+        if name in weights.codes:
+            scales = marks.get(name + SCALE_SUFFIX, np.zeros(weights.scales[name].size, bool))
+            groups = weights.scales[name].shape[1]
+            ok = ok & np.repeat(scales.reshape(-1, groups), a.shape[1] // groups, axis=1)
+        tensors[name] = np.where(ok, a, np.float32(np.nan))
+    return ModelWeights(weights.spec, weights.dtype, tensors, weights.quant_group,
+                        weights.codes, weights.scales)
+
+
 def _bytes_of(ranges, step):
     out: dict[str, np.ndarray] = {}
     for r in ranges:
@@ -31,12 +60,15 @@ def _bytes_of(ranges, step):
     return out
 
 
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
 @pytest.mark.parametrize("spec", [TINY, TINY_UNTIED], ids=lambda s: s.name)
 @pytest.mark.parametrize("sched", SCHEDULES, ids=["fused", "unfused"])
-def test_tasks_touch_only_their_declared_bytes(spec, sched):
-    weights = tiny_weights(spec)
+def test_tasks_touch_only_their_declared_bytes(spec, sched, fmt):
+    dtype, group = FORMATS[fmt]
+    weights = to_storage(tiny_weights(spec), dtype, group)
     steps, step, position = 3, 1, 4
-    program = lower(spec, sched, get_target("h100"), steps=steps, position=position, max_seq=12)
+    program = lower(spec, sched, get_target("h100"), steps=steps, position=position, max_seq=12,
+                    dtype=dtype, quant_group=group)
     vm = ReferenceVM(program, weights)
     ctx = _Context(vm, forced_upto=0)
     rng = np.random.default_rng(0)
@@ -54,6 +86,7 @@ def test_tasks_touch_only_their_declared_bytes(spec, sched):
                 view[:] = rng.standard_normal(view.size, dtype=np.float32)
             vm.state.buffers["tokens"].view(np.int32)[:] = rng.integers(0, spec.vocab, steps + 1)
             before = {k: v.copy() for k, v in vm.state.buffers.items()}
+            vm.weights = _declared_weights(weights, task.read, step)
             vm.instrs[b][i].run(ctx, step)
             declared = _bytes_of(task.write, step)
             for name, buf in vm.state.buffers.items():

@@ -1,6 +1,14 @@
 // The persistent megakernel: one cooperative launch, every block co-resident, block b runs
 // queue b (records tasks[offsets[b] .. offsets[b+1])) once per decode step, ``steps`` times.
-// A task: [GEMV: stage its weights] -> wait (acquire) -> run -> barrier -> signal (release).
+// A task: wait (acquire) -> run -> barrier -> signal (release).
+//
+// Weight prefetch ring: shared memory holds cfg::kPrefetch slots of cfg::kSlotBytes. Task g
+// (g counts the block's tasks over all steps) owns slot g % kPrefetch; its GEMV weights are
+// issued as one cp.async group kPrefetch - 1 tasks before it runs, so while the block waits
+// on task g's inputs the weights of tasks g .. g + kPrefetch - 1 stream in. Every task
+// commits exactly one group (empty when it stages nothing), so "task g's weights landed" is
+// always cp.async.wait_group(kPrefetch - 1). A task that stages nothing (attention) uses
+// its own slot as scratch: the slot's previous owner finished, its next is issued later.
 //
 // Specialised per program by the generated "amk_config.cuh" (enc:: record layout from
 // vm/encoding.py, cfg:: model/launch constants from vm/build.py); build.py inlines the
@@ -14,53 +22,90 @@
 #include "argmax.cuh"
 #include "unfused.cuh"
 
+namespace amk {
+
+__device__ __forceinline__ unsigned char* slot(unsigned char* smem, int g) {
+  return smem + (size_t)(g % cfg::kPrefetch) * cfg::kSlotBytes;
+}
+
+// Stage task g's weights into its slot (if it is a GEMV) and commit its group.
+__device__ __forceinline__ void issue(const Ctx& c, unsigned char* smem, const int* tasks,
+                                      int q0, int n, int total, int g) {
+  if (g < total) {
+    const int* rec = tasks + (size_t)(q0 + g % n) * enc::kRecordInts;
+    if (rec[enc::F_OP] == enc::OP_GEMV) gemv_stage(c, rec, slot(smem, g));
+  }
+  cp_async_commit();
+}
+
+// Trace builds only: thread 0 stamps (wait start, wait end, run end) of each task.
+__device__ __forceinline__ void stamp(long long* trace, int stride, int g, int k) {
+  if (cfg::kTrace && threadIdx.x == 0)
+    trace[((size_t)blockIdx.x * stride + g) * 3 + k] = (long long)global_ns();
+}
+
+}  // namespace amk
+
 extern "C" __global__ void __launch_bounds__(cfg::kThreads, cfg::kMinBlocksPerSm)
 amk_megakernel(const int* __restrict__ tasks, const int* __restrict__ offsets,
                void* const* __restrict__ buffers, int* counters, int* err, int* stuck,
                const float* __restrict__ rope, int steps, int position, int forced_upto,
-               long long watchdog_ns) {
+               long long watchdog_ns, long long* trace, int trace_stride) {
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ int s_waited_out, s_failed;  // two flags: each write is a barrier after its reads
+  // The running task's record: copied while thread 0 waits, so the task's many field reads
+  // are shared-memory loads instead of dependent global ones (thread 0 waits and signals
+  // from the global copy: s_rec is rewritten by the next task while it signals).
+  __shared__ int s_rec[enc::kRecordInts];
   amk::Ctx c;
   c.buf = buffers;
   c.rope = rope;
-  c.stage = smem;
   c.x = reinterpret_cast<float*>(smem + cfg::kXOffset);
   c.red = reinterpret_cast<float*>(smem + cfg::kRedOffset);
   c.position = position;
   c.forced_upto = forced_upto;
-  const int q0 = offsets[blockIdx.x], q1 = offsets[blockIdx.x + 1];
+  const int q0 = offsets[blockIdx.x], n = offsets[blockIdx.x + 1] - q0, total = steps * n;
 
-  for (int step = 0; step < steps; ++step) {
+  for (int g = 0; g < cfg::kPrefetch - 1; ++g) amk::issue(c, smem, tasks, q0, n, total, g);
+  for (int g = 0; g < total; ++g) {
+    amk::issue(c, smem, tasks, q0, n, total, g + cfg::kPrefetch - 1);  // weights run ahead
+    const int step = g / n, t = q0 + g % n;
+    const int* grec = tasks + (size_t)t * enc::kRecordInts;
+    const int* rec = s_rec;
     c.step = step;
-    for (int t = q0; t < q1; ++t) {
-      const int* rec = tasks + (size_t)t * enc::kRecordInts;
-      const int op = rec[enc::F_OP];
-      if (op == enc::OP_GEMV) amk::gemv_stage(c, rec);  // weights before the wait
-      if (threadIdx.x == 0) s_waited_out = !amk::wait_all(rec, step, counters, err, stuck, watchdog_ns);
-      __syncthreads();
-      if (s_waited_out) {
-        amk::cp_async_wait_all();
-        return;
-      }
-      bool ok = true;
-      switch (op) {
-        case enc::OP_TOKEN: ok = amk::token_run(c, rec, err); break;
-        case enc::OP_GEMV: amk::gemv_run(c, rec); break;
-        case enc::OP_ATTENTION: amk::attention_run(c, rec); break;
-        case enc::OP_ARGMAX: amk::argmax_run(c, rec); break;
-        case enc::OP_RMSNORM: amk::rmsnorm_run(c, rec); break;
-        case enc::OP_ROPE_APPEND: amk::rope_append_run(c, rec); break;
-        case enc::OP_RESIDUAL_ADD: amk::residual_add_run(c, rec); break;
-        case enc::OP_SILU_MUL: amk::silu_mul_run(c, rec); break;
-        default:
-          if (threadIdx.x == 0) amk::report_error(err, enc::ERR_BAD_OP, t, -1, op, op, step);
-          ok = false;
-      }
-      if (threadIdx.x == 0) s_failed = !ok;
-      __syncthreads();  // the task's writes are done (and s_failed is published)
-      if (s_failed) return;
-      if (threadIdx.x == 0) amk::signal_all(rec, counters);
+    c.stage = amk::slot(smem, g);
+    amk::stamp(trace, trace_stride, g, 0);
+    for (int i = threadIdx.x; i < enc::kRecordInts; i += cfg::kThreads) s_rec[i] = grec[i];
+    if (threadIdx.x == 0) s_waited_out = !amk::wait_all(grec, step, counters, err, stuck, watchdog_ns);
+    __syncthreads();
+    const int op = rec[enc::F_OP];
+    if (s_waited_out) {
+      amk::cp_async_wait_all();
+      return;
     }
+    amk::stamp(trace, trace_stride, g, 1);
+    bool ok = true;
+    switch (op) {
+      case enc::OP_TOKEN: ok = amk::token_run(c, rec, err); break;
+      case enc::OP_GEMV: amk::gemv_run(c, rec); break;
+      case enc::OP_ATTENTION: amk::attention_run(c, rec); break;
+      case enc::OP_ARGMAX: amk::argmax_run(c, rec); break;
+      case enc::OP_RMSNORM: amk::rmsnorm_run(c, rec); break;
+      case enc::OP_ROPE_APPEND: amk::rope_append_run(c, rec); break;
+      case enc::OP_RESIDUAL_ADD: amk::residual_add_run(c, rec); break;
+      case enc::OP_SILU_MUL: amk::silu_mul_run(c, rec); break;
+      default:
+        if (threadIdx.x == 0) amk::report_error(err, enc::ERR_BAD_OP, t, -1, op, op, step);
+        ok = false;
+    }
+    if (threadIdx.x == 0) s_failed = !ok;
+    __syncthreads();  // the task's writes are done (and s_failed is published)
+    if (s_failed) {
+      amk::cp_async_wait_all();
+      return;
+    }
+    amk::stamp(trace, trace_stride, g, 2);
+    if (threadIdx.x == 0) amk::signal_all(grec, counters);
   }
+  amk::cp_async_wait_all();  // copies issued for nothing must land before the block exits
 }

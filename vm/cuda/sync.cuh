@@ -86,13 +86,12 @@ __device__ bool wait_all(const int* rec, int step, const int* counters, int* err
   return true;
 }
 
-// Thread 0 only, after a __syncthreads() that ends the task: the fence makes the block's
-// writes visible at gpu scope before the counter moves (release cumulativity through the
-// barrier, belt and braces with the explicit fence).
+// Thread 0 only, after a __syncthreads() that ends the task. No fence is needed: in the
+// PTX memory model the CTA barrier puts every thread's writes in causality order before
+// thread 0's gpu-scope release, and causality order is transitive, so a consumer whose
+// acquire reads the counter sees them (the barrier + single-thread release pattern).
 __device__ __forceinline__ void signal_all(const int* rec, int* counters) {
   const int n = rec[enc::F_N_SIGNAL];
-  if (n == 0) return;
-  __threadfence();
   for (int i = 0; i < n; ++i)
     red_release_gpu(counters + rec[enc::F_S0_COUNTER + 2 * i], rec[enc::F_S0_ADD + 2 * i]);
 }
