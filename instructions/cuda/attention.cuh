@@ -21,7 +21,7 @@ constexpr int kD = cfg::kHeadDim, kQ4 = kD / 4;   // float4 columns of a cache r
 constexpr int kRowsPar = cfg::kThreads / kQ4;       // R: rows one P @ V pass covers
 // The final sum over the R partials of a dim: kSum consecutive lanes (a power of two, at
 // most 32) share it, each adding every kSum-th partial, then a shuffle tree.
-constexpr int pow2_floor(int v) { return v >= 2 ? 2 * pow2_floor(v / 2) : 1; }
+__host__ __device__ constexpr int pow2_floor(int v) { return v >= 2 ? 2 * pow2_floor(v / 2) : 1; }
 constexpr int kSum = pow2_floor(cfg::kThreads / kD < 32 ? cfg::kThreads / kD : 32);
 static_assert(kD % 4 == 0 && kRowsPar >= 1, "head_dim: a multiple of 4, at most 4 x threads");
 
