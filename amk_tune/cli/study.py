@@ -1,5 +1,6 @@
 """``amk-tune study``: search the schedule and kernel knobs of a model's megakernel with Optuna
-(amk_tune/study/ says how): progress on stderr, the closing summary table on stdout."""
+(amk_tune/study/ says how): progress on stderr, the closing summary table on stdout.
+``--loop instruction`` runs loop 1 instead (amk_tune/study/instruction_loop.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ from amk_tune.study.setup import DEFAULT_STORAGE
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("study", help="search the megakernel's schedule and kernel knobs")
     add_model_args(p)
+    p.add_argument("--loop", choices=("schedule", "instruction"), default="schedule",
+                   help="schedule: the whole megakernel's schedule and kernel knobs (loop 2; "
+                        "starts from loop 1's best knobs when loop 1 ran); instruction: each "
+                        "GEMV role's kernel knobs on its tile alone, checked against the NumPy "
+                        "twin (loop 1; default: schedule)")
     p.add_argument("--gpu", default="auto",
                    help="target profile; must match the live GPU (default: auto)")
     p.add_argument("--minutes", type=float, default=10.0,
@@ -46,4 +52,8 @@ def run(args: argparse.Namespace) -> int:
         prompt_len=args.prompt_len, iters=args.iters,
         trial_timeout_s=args.trial_timeout,
     )
+    if args.loop == "instruction":
+        from amk_tune.study.instruction_run import run_instruction_loop
+
+        return 0 if run_instruction_loop(opts).best is not None else 1
     return 0 if run_study(opts).feasible else 1

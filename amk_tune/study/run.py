@@ -3,7 +3,8 @@
 ``minutes`` is the wall-clock budget of the whole session, start-up included (weights,
 HF reference, baselines): no trial starts once the median trial would not finish in time.
 Trial 0 of a new study is the default schedule, so "first" always means the default; the
-prior's warm-start picks (``--no-prior`` turns them off) come right after it.
+prior's warm-start picks (``--no-prior`` turns them off) come right after it, after the
+default schedule with loop 1's best kernel knobs when ``--loop instruction`` ran before.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from amk_tune.study.setup import DEFAULT_STORAGE, open_study, resolve_gpu, study
 from amk_tune.study.summary import summary
 from amk_tune.study.worker import Worker, WorkerSpec
 from amk_tune.targets import Target
+from space.kernel_knobs import KernelKnobs
 from space.search_space import STEPS_PER_LAUNCH, default_params
 from space.weight_format import WeightChoices
 
@@ -58,6 +60,8 @@ class StudyOptions:
             raise StudyError(f"--trials {self.trials!r}: give at least 1 (or leave it out)")
         if self.prompt_len < 1:
             raise StudyError(f"--prompt-len {self.prompt_len!r}: the oracle needs a prompt")
+        if self.iters < 1:
+            raise StudyError(f"--iters {self.iters!r}: time at least one launch per trial")
 
 
 @dataclass(frozen=True)
@@ -67,18 +71,51 @@ class StudyOutcome:
     feasible: bool  # a feasible trial exists
 
 
+def study_identity(spec: ModelSpec, target: Target, opts: StudyOptions,
+                   choices: WeightChoices) -> dict[str, object]:
+    """What a study's user attrs record and a resumed session must match (setup.IDENTITY)."""
+    return {"model": spec.name, "layers": spec.layers, "gpu": target.name,
+            "dtype": opts.dtype, "simulated": opts.simulate,
+            "quant_groups": list(choices.quant_groups) if opts.dtype == "int8" else None}
+
+
+def enqueue_loop1_knobs(study: optuna.Study, opts: StudyOptions, choices: WeightChoices,
+                        err: TextIO) -> None:
+    """Queue the default schedule with loop 1's best kernel knobs (instruction_loop.py's
+    ``loop1_best``) right after the default, when loop 1 ran and found other knobs."""
+    from amk_tune.study.instruction_loop import loop1_best
+
+    knobs = loop1_best(opts.storage, study.study_name)
+    tag = "[study, simulated]" if opts.simulate else "[study]"
+    if knobs is None:
+        return
+    if knobs == KernelKnobs():
+        print(f"{tag} loop 1: its best kernel knobs are the defaults (trial 0)", file=err)
+        return
+    if opts.trials is not None and opts.trials < 2:
+        print(f"{tag} loop 1: no room after the default in --trials {opts.trials}", file=err)
+        return
+    study.enqueue_trial({**default_params(choices), **knobs.to_dict()},
+                        user_attrs={"role": "default schedule, loop-1 kernel knobs",
+                                    "origin": "loop1"})
+    shown = ", ".join(f"{k}={v}" for k, v in knobs.to_dict().items())
+    print(f"{tag} loop 1 enqueued #{len(study.trials) - 1}: the default schedule with "
+          f"loop 1's kernel knobs ({shown})", file=err, flush=True)
+
+
 def enqueue_prior_picks(study: optuna.Study, opts: StudyOptions, spec: ModelSpec,
                         target: Target, err: TextIO) -> None:
     """Queue the prior's best accepted candidates after the default (never more than the
     trials this run will start, so none is left waiting)."""
     from prior.warm_start import warm_start
 
-    k = opts.prior_picks if opts.trials is None else min(opts.prior_picks, opts.trials - 1)
+    first = len(study.trials)
+    k = opts.prior_picks if opts.trials is None else min(opts.prior_picks, opts.trials - first)
     tag = "[study, simulated]" if opts.simulate else "[study]"
     if k < 1:
-        print(f"{tag} prior: no room after the default in --trials {opts.trials}", file=err)
+        print(f"{tag} prior: no room after the {first} enqueued in --trials {opts.trials}",
+              file=err)
         return
-    first = len(study.trials)
     ws = warm_start(study, spec, target, opts.dtype, quant_group=opts.quant_group,
                     storage=opts.storage, prompt_len=opts.prompt_len, k=k, seed=opts.seed)
     print(f"{tag} {ws.note}", file=err, flush=True)
@@ -102,10 +139,8 @@ def run_study(opts: StudyOptions, *, out: TextIO | None = None,
     choices = WeightChoices.for_study(spec, opts.dtype, opts.quant_group)
     name = opts.study or study_name(spec.name, opts.layers, target.name, opts.dtype,
                                     opts.simulate, opts.quant_group)
-    identity = {"model": spec.name, "layers": spec.layers, "gpu": target.name,
-                "dtype": opts.dtype, "simulated": opts.simulate,
-                "quant_groups": list(choices.quant_groups) if opts.dtype == "int8" else None}
-    study, created = open_study(opts.storage, name, identity, opts.seed)
+    study, created = open_study(opts.storage, name, study_identity(spec, target, opts, choices),
+                                opts.seed)
     tag = "[study, simulated]" if opts.simulate else "[study]"
     if opts.simulate:
         print(f"{tag} SIMULATED STUDY: no GPU work; latencies come from an analytic cost model "
@@ -137,6 +172,7 @@ def run_study(opts: StudyOptions, *, out: TextIO | None = None,
         if created:  # one worker of many: only the study's creator enqueues the default
             study.enqueue_trial(default_params(choices),
                                 user_attrs={"role": "default schedule"})
+            enqueue_loop1_knobs(study, opts, choices, err)
             if opts.prior:
                 enqueue_prior_picks(study, opts, spec, target, err)
         setup = StudySetup(spec, target, opts.simulate, opts.prompt_len, opts.model, 0, info,

@@ -1,0 +1,138 @@
+"""``run_instruction_loop``: one session of loop 1 (instruction_loop.py says what a trial is).
+
+The roles run one after another, each with an equal share of the time left; a role whose
+grid is already done (a resumed session) runs nothing. Progress goes to stderr, the closing
+table (best knobs per role against the defaults, and what loop 2 will start from) to stdout.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from typing import TextIO
+
+import optuna
+from optuna.trial import TrialState
+
+from amk_tune.errors import StudyError, TrialFailed
+from amk_tune.study.instruction_loop import (
+    GRID,
+    ROLES,
+    Evaluator,
+    RoleTask,
+    grid_sampler,
+    loop1_best,
+    loop1_name,
+    objective,
+    per_pair,
+    role_knobs,
+    role_tasks,
+)
+from amk_tune.study.progress import clock
+from amk_tune.study.run import StudyOptions, study_identity
+from amk_tune.study.setup import open_study, resolve_gpu, study_name
+from space.kernel_knobs import KernelKnobs
+from space.weight_format import WeightChoices
+
+
+@dataclass(frozen=True)
+class Loop1Outcome:
+    studies: dict[str, optuna.Study]  # role -> its loop-1 study
+    best: KernelKnobs | None  # what loop 2 starts from (loop1_best)
+    text: str  # the closing table
+
+
+def run_instruction_loop(opts: StudyOptions, roles: tuple[str, ...] = ROLES, *,
+                         out: TextIO | None = None, err: TextIO | None = None) -> Loop1Outcome:
+    from amk_tune.model.loaders import inspect_model
+    from amk_tune.model.presets import with_layers
+
+    out, err = out or sys.stdout, err or sys.stderr
+    if opts.trials is not None:
+        raise StudyError(f"--trials {opts.trials!r}: loop 1 evaluates each role's whole "
+                         f"{GRID}-point grid; leave --trials out (--minutes bounds it)")
+    deadline = time.monotonic() + opts.minutes * 60
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    target, _ = resolve_gpu(opts.gpu, opts.simulate)
+    spec = with_layers(inspect_model(opts.model), opts.layers)
+    choices = WeightChoices.for_study(spec, opts.dtype, opts.quant_group)
+    fmt = choices.first()
+    main = opts.study or study_name(spec.name, opts.layers, target.name, opts.dtype,
+                                    opts.simulate, opts.quant_group)
+    tag = "[loop 1, simulated]" if opts.simulate else "[loop 1]"
+    if opts.simulate:
+        print(f"{tag} SIMULATED: no GPU work; the twin runs, times are analytic estimates and "
+              "never measurements", file=err, flush=True)
+    tasks = role_tasks(spec, target, fmt.dtype, fmt.quant_group)
+    evaluate = Evaluator(target, opts.simulate, opts.iters, opts.seed)
+    identity = study_identity(spec, target, opts, choices)
+    studies = {}
+    for i, role in enumerate(roles):
+        rt = tasks[role]
+        study, _ = open_study(opts.storage, loop1_name(main, role), identity, opts.seed)
+        study.sampler = grid_sampler(role, opts.seed)
+        study.set_user_attr("loop1_role", role)
+        study.set_user_attr("task", rt.task_id)
+        study.set_user_attr("tasks_per_step", rt.count)
+        studies[role] = study
+        done = sum(t.state != TrialState.RUNNING for t in study.trials)
+        left = deadline - time.monotonic()
+        print(f"{tag} {study.study_name}: tile {rt.task_id} ({rt.count} per step), "
+              f"{GRID - min(done, GRID)} of {GRID} left, {clock(left)} left", file=err,
+              flush=True)
+        if done >= GRID or left <= 0:
+            continue
+        study.optimize(objective(rt, evaluate), n_trials=GRID - done,
+                       timeout=max(1.0, left / (len(roles) - i)), catch=(TrialFailed,),
+                       callbacks=[_progress(tag, role, err)])
+    best = loop1_best(opts.storage, main)
+    text = table(studies, tasks, best, opts.simulate)
+    print(text, file=out, flush=True)
+    return Loop1Outcome(studies, best, text)
+
+
+def _progress(tag: str, role: str, err: TextIO):
+    def line(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        knobs = ", ".join(f"{k}={v}" for k, v in trial.params.items())
+        if trial.state != TrialState.COMPLETE:
+            what = f"{trial.state.name} ({str(trial.user_attrs.get('fail_reason'))[:160]})"
+        elif trial.user_attrs.get("feasible"):
+            what = f"{trial.value:.2f} us/task"
+        else:
+            what = f"INFEASIBLE (twin: {trial.user_attrs['twin_problems'][0][:160]})"
+        print(f"{tag} {role} trial {trial.number} ({knobs}): {what}", file=err, flush=True)
+
+    return line
+
+
+def table(studies: dict[str, optuna.Study], tasks: dict[str, RoleTask],
+          best: KernelKnobs | None, simulated: bool) -> str:
+    kind = "simulated" if simulated else "measured"
+    lines = [f"loop 1 ({kind}): each role's tile alone, us per task",
+             "| role | tile | best knobs | us/task | default knobs us/task |",
+             "|---|---|---|---|---|"]
+    default = KernelKnobs()
+    for role, study in studies.items():
+        found = per_pair(study)
+        first, second = role_knobs(role)
+        base = found.get((getattr(default, first), getattr(default, second)), math.inf)
+        if found:
+            pair = min(sorted(found), key=found.__getitem__)
+            text = f"{first}={pair[0]}, {second}={pair[1]}"
+            lines.append(f"| {role} | {tasks[role].task_id} | {text} | {found[pair]:.2f} "
+                         f"({kind}) | {_us(base, kind)} |")
+        else:
+            lines.append(f"| {role} | {tasks[role].task_id} | no feasible trial | - | - |")
+    if best is None:
+        lines.append("loop 2 starts from: the defaults (no feasible loop-1 result)")
+    else:
+        knobs = ", ".join(f"{k}={v}" for k, v in best.to_dict().items())
+        lines.append(f"loop 2 starts from: {knobs}")
+    return "\n".join(lines)
+
+
+def _us(us: float, kind: str) -> str:
+    return f"{us:.2f} ({kind})" if math.isfinite(us) else "-"
