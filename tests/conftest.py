@@ -44,6 +44,23 @@ def smollm2_real():
         pytest.skip(str(e))
 
 
+# The real-model int8 oracle checks (CPU VM and GPU): one prompt, 64 greedy tokens, two formats
+INT8_PROMPT = "The three primary colours of light are red, green and"
+INT8_NEW_TOKENS = 64
+INT8_GROUPS = {"per-channel": 0, "group-64": 64}
+
+
+@pytest.fixture(scope="module", params=sorted(INT8_GROUPS))
+def smollm2_int8(request, smollm2_real):
+    """(weights, prompt ids, HF reference) of the real SmolLM2 in one int8 format."""
+    from amk_tune.model.quantise import to_storage
+    from amk_tune.oracle import hf_reference
+
+    weights = to_storage(smollm2_real.weights, "int8", INT8_GROUPS[request.param])
+    ids = [int(t) for t in smollm2_real.tokenizer.encode(INT8_PROMPT, add_special_tokens=False)]
+    return weights, ids, hf_reference(weights, ids, INT8_NEW_TOKENS)
+
+
 @pytest.fixture(scope="session")
 def tiny() -> ModelWeights:
     return tiny_weights(TINY)

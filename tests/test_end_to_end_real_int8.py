@@ -13,31 +13,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from amk_tune.model.quantise import dequantise, to_storage
-from amk_tune.oracle import compare, hf_reference
+from amk_tune.model.quantise import dequantise
+from amk_tune.oracle import compare
 from amk_tune.targets import get_target
 from space.schedule import Schedule
+from tests.conftest import INT8_NEW_TOKENS as NEW_TOKENS
 from vm.decode import cpu_runner, greedy_generate
 
-NEW_TOKENS = 64
-PROMPT = "The three primary colours of light are red, green and"
 CHEAP = Schedule(tiles=4, lm_tiles=4, steps_per_launch=8)
 CHEAP_UNFUSED = Schedule(tiles=3, lm_tiles=5, split_kv=2, fuse_norm=False, fuse_rope=False,
                          fuse_residual=False, fuse_silu=False, fuse_argmax=False,
                          sm_policy="blocked", steps_per_launch=16)
-GROUPS = {"per-channel": 0, "group-64": 64}
 
 
-@pytest.fixture(scope="module", params=sorted(GROUPS))
-def int8(request, smollm2_real):
-    """(weights, prompt ids, HF reference) of one int8 format."""
-    weights = to_storage(smollm2_real.weights, "int8", GROUPS[request.param])
-    ids = [int(t) for t in smollm2_real.tokenizer.encode(PROMPT, add_special_tokens=False)]
-    return weights, ids, hf_reference(weights, ids, NEW_TOKENS)
-
-
-def test_the_weights_are_int8(int8, smollm2_real):
-    weights, _, _ = int8
+def test_the_weights_are_int8(smollm2_int8, smollm2_real):
+    weights, _, _ = smollm2_int8
     bf16 = smollm2_real.weights.tensors
     head = weights.tensors["lm_head"]  # tied model: the LM head is quantised on its own
     np.testing.assert_array_equal(head, dequantise(weights.codes["lm_head"],
@@ -48,8 +38,8 @@ def test_the_weights_are_int8(int8, smollm2_real):
 
 
 @pytest.mark.parametrize("sched", [CHEAP, CHEAP_UNFUSED], ids=["fused", "unfused"])
-def test_real_int8_model_matches_hf(int8, sched):
-    weights, ids, ref = int8
+def test_real_int8_model_matches_hf(smollm2_int8, sched):
+    weights, ids, ref = smollm2_int8
     gen = greedy_generate(weights, sched, get_target("h100"), ids, NEW_TOKENS,
                           cpu_runner(weights, seed=11))
     verdict = compare(ref, gen.tokens, gen.logits)

@@ -148,9 +148,9 @@ class GpuMachine:
             raise VmError(f"a launch of {steps} steps takes 1..{steps} tokens, got {len(tokens)}")
         if len(program.queues) != program.launch.blocks:
             raise VmError(f"{len(program.queues)} queues for a grid of {program.launch.blocks}")
-        cfg = config_for(program, self.spec, self.knobs)
-        kernel = self.kernel or load_kernel(dataclasses.replace(cfg, trace=self.trace),
-                                            self.arch)
+        kernel = self.kernel or load_kernel(
+            dataclasses.replace(config_for(program, self.spec, self.knobs), trace=self.trace),
+            self.arch)
         kernel.check_resident(program.launch.blocks)
         enc = encoding.encode(program, self.spec)  # ~0.3 s for SmolLM2: less than lowering
         table, offsets = self.cp.asarray(enc.table.ravel()), self.cp.asarray(enc.offsets)

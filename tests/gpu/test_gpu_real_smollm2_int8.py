@@ -7,32 +7,21 @@ from __future__ import annotations
 
 import pytest
 
-from amk_tune.model.quantise import to_storage
 from amk_tune.targets import get_target
-from tests.gpu.test_gpu_real_smollm2 import NEW_TOKENS, PROMPT, SCHEDULES
+from tests.conftest import INT8_NEW_TOKENS as NEW_TOKENS
+from tests.gpu.test_gpu_real_smollm2 import SCHEDULES
 from vm.decode import greedy_generate
 from vm.gpu_runner import gpu_runner
 
 pytestmark = pytest.mark.gpu
-GROUPS = {"per-channel": 0, "group-64": 64}
-
-
-@pytest.fixture(scope="module", params=sorted(GROUPS))
-def int8(request, smollm2_real):
-    """(weights, prompt ids, HF reference) of one int8 format."""
-    from amk_tune.oracle import hf_reference
-
-    weights = to_storage(smollm2_real.weights, "int8", GROUPS[request.param])
-    ids = [int(t) for t in smollm2_real.tokenizer.encode(PROMPT, add_special_tokens=False)]
-    return weights, ids, hf_reference(weights, ids, NEW_TOKENS)
 
 
 @pytest.mark.parametrize("steps", [8, 1])
 @pytest.mark.parametrize("sched", sorted(SCHEDULES))
-def test_real_int8_model_matches_hf(int8, smollm2_real, sched, steps):
+def test_real_int8_model_matches_hf(smollm2_int8, smollm2_real, sched, steps):
     from amk_tune.oracle import compare
 
-    weights, ids, ref = int8
+    weights, ids, ref = smollm2_int8
     schedule = SCHEDULES[sched].replace(steps_per_launch=steps)
     gen = greedy_generate(weights, schedule, get_target("h100"), ids, NEW_TOKENS,
                           gpu_runner(weights))
