@@ -9,6 +9,10 @@ launch traced, and prints per task kind:
 - ``wait``: median us a block spent waiting for the task's inputs;
 - ``hop``: median us from the last producer stage finishing to the first consumer task
   starting (the hand-off latency the critical path pays per stage);
+- the run of GEMV and attention tasks split at three phase stamps of their own (GEMV:
+  staged weights landed | prologue: input vector, norm and epilogue operands | rows done
+  by thread 0's warp | barrier; attention: staged rows landed, q and the newest row
+  issued | chunks | reduction and stores | barrier);
 
 and the step's wall time split into the critical stages' run and hop time. With ``--ncu``
 it only runs the two launches untraced, for ``ncu`` to profile the timed one::
@@ -55,7 +59,7 @@ def kind_of(stage: str) -> str:
 def analyse(stamps: np.ndarray, offsets: np.ndarray, task_ids: tuple[str, ...],
             steps: int) -> dict:
     """Per-kind medians and the step's split from ``stamps`` [block, g, 3] (ns)."""
-    runs, waits = defaultdict(list), defaultdict(list)
+    runs, waits, phases = defaultdict(list), defaultdict(list), defaultdict(list)
     start: dict[tuple[int, str], int] = {}
     end: dict[tuple[int, str], int] = {}
     order: dict[str, int] = {}
@@ -63,11 +67,14 @@ def analyse(stamps: np.ndarray, offsets: np.ndarray, task_ids: tuple[str, ...],
         n = int(offsets[b + 1] - offsets[b])
         for g in range(steps * n):
             name = task_ids[int(offsets[b]) + g % n]
-            t0, t1, t2 = (int(v) for v in stamps[b, g])
+            t0, t1, t2, p1, p2, p3 = (int(v) for v in stamps[b, g])
             st, key = stage_of(name), (g // n, stage_of(name))
             order.setdefault(st, len(order))
             runs[kind_of(st)].append((t2 - t1) / 1e3)
             waits[kind_of(st)].append((t1 - t0) / 1e3)
+            if p1:  # GEMV / attention: the run split at its three phase stamps
+                phases[kind_of(st)].append([(p1 - t1) / 1e3, (p2 - p1) / 1e3,
+                                            (p3 - p2) / 1e3, (t2 - p3) / 1e3])
             start[key] = min(start.get(key, t1), t1)
             end[key] = max(end.get(key, t2), t2)
     # stages in program order (the order a block first met them is the lowering's order)
@@ -85,7 +92,9 @@ def analyse(stamps: np.ndarray, offsets: np.ndarray, task_ids: tuple[str, ...],
                  "run_us": float(np.median(runs[k])), "wait_us": float(np.median(waits[k])),
                  "span_us_per_step": float(sum(spans[k]) / steps),
                  "hop_us": float(np.median(hops[k])) if hops[k] else 0.0,
-                 "hop_us_per_step": float(sum(hops[k]) / steps)}
+                 "hop_us_per_step": float(sum(hops[k]) / steps),
+                 "phases_us": (np.median(np.array(phases[k]), axis=0).round(3).tolist()
+                               if phases[k] else [])}
              for k in kinds}
     return {"step_us": (t_last - t_first) / 1e3 / steps, "stages_per_step": len(stages),
             "span_us_per_step": sum(v["span_us_per_step"] for v in table.values()),
@@ -138,6 +147,12 @@ def main() -> int:
     for k, v in out["kinds"].items():
         print(f"{k:<8} {v['tasks']:>6} {v['run_us']:>8.2f} {v['wait_us']:>8.2f} "
               f"{v['span_us_per_step']:>10.1f} {v['hop_us']:>7.2f} {v['hop_us_per_step']:>10.1f}")
+    print("run split at the phase stamps (medians, us): GEMV = staged weights | prologue "
+          "(input, norm, epilogue operands) | rows (thread 0's warp) | barrier + arg-max; "
+          "attention = staged rows | chunks | reduction + stores | barrier")
+    for k, v in out["kinds"].items():
+        if v["phases_us"]:
+            print(f"  {k:<8} " + " | ".join(f"{x:6.2f}" for x in v["phases_us"]))
     print(f"critical stages: spans {out['span_us_per_step']:.1f} us + hops "
           f"{out['hop_us_per_step']:.1f} us per step")
     if args.json:

@@ -39,6 +39,9 @@ KERNEL_NAME = "amk_megakernel"
 ARCHS = ("sm_80", "sm_86", "sm_89", "sm_90", "sm_120")
 OPTIONS = ("-std=c++17",)
 MIN_STAGE_BYTES = 16384  # attention scores need a scratch even when the schedule stages 0
+# What a trace build stamps per task (ns of %globaltimer, thread 0): the megakernel writes
+# the first three; GEMV and attention add three phases of their own (common.cuh: phase()).
+TRACE_STAMPS = ("wait_start", "wait_end", "run_end", "phase1", "phase2", "phase3")
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class KernelConfig:
     prefetch: int = 1
     lm_rows_per_warp: int = 1
     lm_unroll: int = 1
+    epi_floats: int = 1  # most epilogue operands of one GEMV tile (epilogue_operands)
+    norm_vec: int = 0  # longest input a GEMV folds an RMSNorm into (the hidden size)
     trace: bool = False  # stamp each task's wait and run times (benchmarks/where_time_goes.py)
 
     @property
@@ -77,19 +82,41 @@ class KernelConfig:
         return self.x_offset + _align16(self.max_vec * 4)
 
     @property
+    def epi_offset(self) -> int:
+        return self.red_offset + _align16(self.red_floats * 4)
+
+    @property
     def smem_bytes(self) -> int:
         """Dynamic shared memory of one block."""
-        return self.red_offset + _align16(self.red_floats * 4)
+        return self.epi_offset + _align16(self.epi_floats * 4)
 
 
 def _align16(n: int) -> int:
     return (n + 15) // 16 * 16
 
 
-def min_slot_bytes(threads: int, group: int) -> int:
-    """The smallest prefetch slot: an attention task's scratch is its own slot, holding the
-    P @ V partials (4 floats per thread) and at least 64 score rows per query head."""
-    return _align16(4 * (4 * threads + 64 * group))
+def min_slot_bytes(threads: int, group: int, head_dim: int) -> int:
+    """The smallest prefetch slot: an attention task's scratch is its own slot
+    (instructions/cuda/attention.cuh), holding one head's P @ V partials (4 floats per
+    thread) and a chunk of at least 16 cache rows (K padded by 16 bytes, V, a score per
+    query head)."""
+    row = (2 * (head_dim // 4) + 1) * 16 + 4 * group
+    return _align16(max(16 * threads, 16 * row))
+
+
+def epilogue_operands(program: Program) -> int:
+    """The most epilogue operands one GEMV tile of ``program`` loads in its prologue
+    (instructions/cuda/gemv.cuh): a residual add reads one value per row, a QKV tile a
+    RoPE cosine and sine per row pair. At least 1 (a shared array of 0 floats is none)."""
+    most = 1
+    for task in (t for q in program.queues for t in q if t.op == "gemv"):
+        rows, kind = task.args["rows"], task.args["epilogue"]["kind"]
+        pairs = rows[0][1] - rows[0][0]
+        if kind == "residual":
+            most = max(most, pairs * len(rows))
+        elif kind == "qkv_rope":
+            most = max(most, 2 * pairs)
+    return most
 
 
 def config_for(program: Program, spec: ModelSpec,
@@ -102,7 +129,7 @@ def config_for(program: Program, spec: ModelSpec,
         threads=program.launch.threads,
         stage_bytes=_align16(max(program.launch.smem_bytes, MIN_STAGE_BYTES,
                                  knobs.prefetch * min_slot_bytes(program.launch.threads,
-                                                                 spec.group))),
+                                                                 spec.group, spec.head_dim))),
         max_vec=max_vec,
         head_dim=spec.head_dim,
         group=spec.group,
@@ -114,6 +141,8 @@ def config_for(program: Program, spec: ModelSpec,
         prefetch=knobs.prefetch,
         lm_rows_per_warp=knobs.lm_rows_per_warp,
         lm_unroll=knobs.lm_unroll,
+        epi_floats=epilogue_operands(program),
+        norm_vec=spec.hidden,
     )
 
 
@@ -141,6 +170,9 @@ def config_header(cfg: KernelConfig) -> str:
         f"constexpr int kRedFloats = {cfg.red_floats};",
         f"constexpr int kXOffset = {cfg.x_offset};",
         f"constexpr int kRedOffset = {cfg.red_offset};",
+        f"constexpr int kEpiFloats = {cfg.epi_floats};",
+        f"constexpr int kNormVec = {cfg.norm_vec};",
+        f"constexpr int kEpiOffset = {cfg.epi_offset};",
         f"constexpr float kRmsEps = {_f32_literal(cfg.rms_eps)};",
         f"constexpr float kAttnScale = {_f32_literal(float(scale))};",
         f"constexpr int kMinBlocksPerSm = {cfg.min_blocks_per_sm};",
@@ -150,6 +182,7 @@ def config_header(cfg: KernelConfig) -> str:
         f"constexpr int kLmUnroll = {cfg.lm_unroll};",
         f"constexpr unsigned kSpinSleepNs = {cfg.spin_sleep_ns}u;",
         f"constexpr bool kTrace = {'true' if cfg.trace else 'false'};",
+        f"constexpr int kTraceStamps = {len(TRACE_STAMPS)};",
         "}  // namespace cfg",
     ]
     return "\n".join(lines) + "\n"

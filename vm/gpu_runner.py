@@ -23,7 +23,15 @@ from amk_tune.model.rope import rope_cos_sin
 from amk_tune.model.weights import ModelWeights
 from space.kernel_knobs import KernelKnobs
 from vm import encoding
-from vm.build import KERNEL_NAME, Built, KernelConfig, build, config_for
+from vm.build import (
+    KERNEL_NAME,
+    TRACE_STAMPS,
+    Built,
+    KernelConfig,
+    build,
+    config_for,
+    epilogue_operands,
+)
 from vm.program import Program
 from vm.reference_vm import LaunchResult, check_storage, spec_of
 
@@ -152,6 +160,11 @@ class GpuMachine:
             dataclasses.replace(config_for(program, self.spec, self.knobs), trace=self.trace),
             self.arch)
         kernel.check_resident(program.launch.blocks)
+        need = epilogue_operands(program)
+        if need > kernel.config.epi_floats:
+            raise VmError(f"a GEMV tile of this program loads {need} epilogue operands but the "
+                          f"kernel was built for at most {kernel.config.epi_floats}: build it "
+                          "for this program (vm.build.config_for)")
         enc = encoding.encode(program, self.spec)  # ~0.3 s for SmolLM2: less than lowering
         table, offsets = self.cp.asarray(enc.table.ravel()), self.cp.asarray(enc.offsets)
         ptrs = []
@@ -173,9 +186,9 @@ class GpuMachine:
         stride = 0
         if kernel.config.trace:
             stride = steps * int(np.diff(enc.offsets).max())
-            if self._trace.size != program.launch.blocks * stride * 3:
-                self._trace = self.cp.zeros(program.launch.blocks * stride * 3,
-                                            dtype=self.cp.int64)
+            size = program.launch.blocks * stride * len(TRACE_STAMPS)
+            if self._trace.size != size:
+                self._trace = self.cp.zeros(size, dtype=self.cp.int64)
         args = (table, offsets, self.cp.asarray(np.array(ptrs, dtype=np.uint64)),
                 self.counters, self.error, self.stuck, rope, np.int32(steps), np.int32(position),
                 np.int32(len(tokens)), np.int64(self.watchdog_ns), self._trace,
@@ -183,11 +196,11 @@ class GpuMachine:
         return Prepared(kernel, args, program.launch.blocks, steps, enc, stride)
 
     def traces(self, p: Prepared) -> np.ndarray:
-        """The last launch's stamps [block, task g, (wait start, wait end, run end)] in ns
-        of the GPU's global timer; g counts a block's tasks over all steps, 0 = unused."""
+        """The last launch's stamps [block, task g, ``vm.build.TRACE_STAMPS``] in ns of the
+        GPU's global timer; g counts a block's tasks over all steps, 0 = unused."""
         if not p.trace_stride:
             raise VmError("this launch was not traced: make the GpuMachine with trace=True")
-        return self._trace.get().reshape(p.blocks, p.trace_stride, 3)
+        return self._trace.get().reshape(p.blocks, p.trace_stride, len(TRACE_STAMPS))
 
     def start(self, p: Prepared) -> None:
         """Zero the counters and the error record, launch (asynchronous)."""

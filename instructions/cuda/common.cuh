@@ -13,8 +13,24 @@ struct Ctx {
   unsigned char* stage;  // shared: this task's prefetch slot: staged weights / attention
                          // scratch (cfg::kSlotBytes)
   float* red;          // shared: reduction scratch (cfg::kRedFloats)
+  float* epi;          // shared: the GEMV epilogue's operands (cfg::kEpiFloats, gemv.cuh)
+  long long* trace;    // trace builds: the running task's stamps (cfg::kTraceStamps)
   int step, position, forced_upto;
 };
+
+// 16-byte global -> shared copies that bypass registers (cp.async), grouped per task: see
+// vm/cuda/megakernel.cu for which group holds what.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+
+// Trace builds only: thread 0 stamps the running task's stamp k (vm/build.py TRACE_STAMPS).
+__device__ __forceinline__ void phase(const Ctx& c, int k) {
+  if (cfg::kTrace && threadIdx.x == 0) c.trace[k] = (long long)global_ns();
+}
 
 __device__ __forceinline__ float* f32(const Ctx& c, int b) {
   return reinterpret_cast<float*>(c.buf[b]);

@@ -9,9 +9,15 @@
 // them in flight per row (kernel knobs, space/kernel_knobs.py).
 //
 // gemv_stage() runs kPrefetch - 1 tasks BEFORE the task (vm/cuda/megakernel.cu): weights
-// never depend on activations, so the folded RMSNorm weight and the leading rows of the tile
-// (as many as fit in the task's kSlotBytes slot) stream into shared memory (cp.async) while
-// the block runs and waits on earlier tasks. Rows that do not fit stream from global.
+// never depend on activations, so the leading rows of the tile (as many as fit in the
+// task's kSlotBytes slot) stream into shared memory (cp.async) while the block runs and
+// waits on earlier tasks. Rows that do not fit stream from global.
+//
+// After the wait, gemv_prologue() issues every load the tile needs before its dot products
+// in one batch (one L2 round trip on the critical path): the input vector, the folded
+// RMSNorm weight and the epilogue's operands (residual rows or RoPE angles). The norm
+// needs no block reduction before the dot products: each row's sum is scaled afterwards,
+// W (w * x / rms(x)) = (W (w * x)) / rms(x).
 #pragma once
 #include "gemv_int8.cuh"
 
@@ -25,11 +31,9 @@ struct GemvTile {
   bool q8;         // int8 codes (gemv_int8.cuh), else bf16
   const float* scale;  // int8: [rows][spr] scales, one per cpg 16-byte chunks of a row
   int spr, cpg;
-  int norm_bytes;  // the staged RMSNorm weight at the start of the slot (0: not staged)
-  int staged;      // leading tile rows held in the slot after it
+  int staged;      // leading tile rows held in the slot
+  int epi_n;       // epilogue operands (epi_operand), at most cfg::kEpiFloats
 };
-
-__device__ __forceinline__ int align16(int n) { return (n + 15) & ~15; }
 
 __device__ __forceinline__ GemvTile gemv_tile(const Ctx& c, const int* rec) {
   GemvTile t;
@@ -44,10 +48,10 @@ __device__ __forceinline__ GemvTile gemv_tile(const Ctx& c, const int* rec) {
   t.scale = t.q8 ? f32(c, rec[G::SCALE]) : nullptr;
   t.spr = t.q8 ? t.k / rec[G::QGROUP] : 0;
   t.cpg = t.q8 ? rec[G::QGROUP] / 16 : 0;
-  const int nb = align16(t.k * 2);
-  t.norm_bytes = rec[G::NORM] >= 0 && nb <= cfg::kSlotBytes ? nb : 0;
-  const int rows = t.n0 * t.nseg, fit = (cfg::kSlotBytes - t.norm_bytes) / t.row_bytes;
+  const int rows = t.n0 * t.nseg, fit = cfg::kSlotBytes / t.row_bytes;
   t.staged = rows < fit ? rows : fit;
+  const int epi = rec[G::EPI];
+  t.epi_n = epi == enc::EPI_RESIDUAL ? rows : epi == enc::EPI_QKV_ROPE ? 2 * t.n0 : 0;
   return t;
 }
 
@@ -56,27 +60,19 @@ __device__ __forceinline__ int tile_row(const GemvTile& t, int li) {
   return li < t.n0 ? t.s0a + li : t.s1a + (li - t.n0);
 }
 
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
-// This thread's copies of the task about to run have landed (kPrefetch - 1 younger groups
-// may still be in flight); a __syncthreads() after it publishes every thread's copies.
+// This thread's weight copies of the task about to run have landed: every task commits two
+// groups (megakernel.cu), its own cache rows then the weights of the task kPrefetch - 1
+// ahead, so 2 (kPrefetch - 1) younger groups may still be in flight. A __syncthreads()
+// after it publishes every thread's copies.
 __device__ __forceinline__ void cp_async_wait_own() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(cfg::kPrefetch - 1) : "memory");
+  asm volatile("cp.async.wait_group %0;" ::"n"(2 * (cfg::kPrefetch - 1)) : "memory");
 }
 
-// Issue (no commit: the caller commits one group per task) the copies of the tile's norm
-// weight and leading rows into ``slot``.
+// Issue (no commit: the caller commits one group per task) the copies of the tile's
+// leading rows into ``slot``.
 __device__ void gemv_stage(const Ctx& c, const int* rec, unsigned char* slot) {
   const GemvTile t = gemv_tile(c, rec);
-  if (t.norm_bytes) {
-    const unsigned short* nw = w16(c, rec[G::NORM]);
-    for (int i = threadIdx.x; i < t.k / 8; i += cfg::kThreads) cp_async16(slot + i * 16, nw + i * 8);
-  }
-  unsigned char* rows = slot + t.norm_bytes;
+  unsigned char* rows = slot;
   const int cpr = t.row_bytes / 16, total = t.staged * cpr;  // 16-byte chunks per row / in all
   for (int i = threadIdx.x; i < total; i += cfg::kThreads) {
     const int li = i / cpr, ch = i - li * cpr;
@@ -111,8 +107,7 @@ __device__ __forceinline__ void rows_dot(const Ctx& c, const GemvTile& t, int i0
     for (int r = 0; r < R; ++r) {
       const int p = i0 + r < t.n0 ? i0 + r : t.n0 - 1, li = s * t.n0 + p;
       staged[s][r] = li < t.staged;
-      w[s][r] = staged[s][r] ? reinterpret_cast<const uint4*>(c.stage + t.norm_bytes) +
-                                   (size_t)li * cpr
+      w[s][r] = staged[s][r] ? reinterpret_cast<const uint4*>(c.stage) + (size_t)li * cpr
                              : reinterpret_cast<const uint4*>(
                                    reinterpret_cast<const unsigned char*>(t.w) +
                                    (size_t)tile_row(t, li) * t.row_bytes);
@@ -182,28 +177,14 @@ __device__ void qkv_rope_store(const Ctx& c, const int* rec, int p, float lo, fl
 }
 
 // The tile's rows: warp w takes pairs [w R, w R + R), then every kWarps R pairs further.
+// ``inv``: the folded RMSNorm's 1 / rms (1 without a norm). Pair i's epilogue operands are
+// c.epi[i] and c.epi[n0 + i] (gemv_prologue).
 template <int NSEG, int R, int U>
 __device__ __forceinline__ void gemv_rows(const Ctx& c, const int* rec, const GemvTile& t,
-                                          float& best, int& best_i) {
+                                          float inv, float& best, int& best_i) {
   const int epi = rec[G::EPI], lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   float* dst = f32(c, rec[G::DST]);
   for (int i0 = warp * R; i0 < t.n0; i0 += kWarps * R) {
-    // lane 0 reads the epilogue's operands (residual rows, RoPE angles) before the dot
-    // products, so their latency hides behind the weight loads
-    float e0[R], e1[R];
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const int i = i0 + r < t.n0 ? i0 + r : t.n0 - 1;
-      e0[r] = e1[r] = 0.f;
-      if (lane == 0 && epi == enc::EPI_RESIDUAL) {
-        e0[r] = vec_at(c, rec, G::RES_KIND, t.s0a + i);
-        if (NSEG == 2) e1[r] = vec_at(c, rec, G::RES_KIND, t.s1a + i);
-      } else if (lane == 0 && epi == enc::EPI_QKV_ROPE) {
-        const int pos = c.position + c.step;
-        e0[r] = rope_cos(c, pos, rec[G::P0] + i);
-        e1[r] = rope_sin(c, pos, rec[G::P0] + i);
-      }
-    }
     float y[NSEG][R];
     if (t.q8) {
       rows_dot<NSEG, true, R, U>(c, t, i0, lane, y);
@@ -213,24 +194,25 @@ __device__ __forceinline__ void gemv_rows(const Ctx& c, const int* rec, const Ge
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const int i = i0 + r;
-      const float y0 = warp_sum(y[0][r]);
-      const float y1 = NSEG == 2 ? warp_sum(y[NSEG - 1][r]) : 0.f;
+      const float y0 = warp_sum(y[0][r]) * inv;
+      const float y1 = NSEG == 2 ? warp_sum(y[NSEG - 1][r]) * inv : 0.f;
       if (lane != 0 || i >= t.n0) continue;
       const int r0 = t.s0a + i, r1 = t.s1a + i;
+      const float e0 = t.epi_n ? c.epi[i] : 0.f, e1 = t.epi_n > t.n0 ? c.epi[t.n0 + i] : 0.f;
       switch (epi) {
         case enc::EPI_STORE:
           dst[r0] = y0;
           if (NSEG == 2) dst[r1] = y1;
           break;
         case enc::EPI_RESIDUAL:
-          dst[r0] = e0[r] + y0;
-          if (NSEG == 2) dst[r1] = e1[r] + y1;
+          dst[r0] = e0 + y0;
+          if (NSEG == 2) dst[r1] = e1 + y1;
           break;
         case enc::EPI_SILU_MUL:
           dst[r0] = silu(y0) * y1;
           break;
         case enc::EPI_QKV_ROPE:
-          qkv_rope_store(c, rec, rec[G::P0] + i, y0, y1, e0[r], e1[r]);
+          qkv_rope_store(c, rec, rec[G::P0] + i, y0, y1, e0, e1);
           break;
         case enc::EPI_LOGITS_ARGMAX:
           dst[(size_t)c.step * rec[G::VOCAB] + r0] = y0;
@@ -241,25 +223,99 @@ __device__ __forceinline__ void gemv_rows(const Ctx& c, const int* rec, const Ge
   }
 }
 
+// Epilogue operand i < t.epi_n: residual row tile_row(t, i), or the RoPE angle of pair
+// P0 + i: its cosine (i < n0), then its sine.
+__device__ __forceinline__ float epi_operand(const Ctx& c, const int* rec, const GemvTile& t,
+                                             int i) {
+  if (rec[G::EPI] == enc::EPI_RESIDUAL) return vec_at(c, rec, G::RES_KIND, tile_row(t, i));
+  const int pos = c.position + c.step;
+  return i < t.n0 ? rope_cos(c, pos, rec[G::P0] + i) : rope_sin(c, pos, rec[G::P0] + i - t.n0);
+}
+
+// Input vector x of a ``buffer`` / ``embed`` source into c.x, times the folded norm
+// weight nw when NORM (each warp's sum of x^2 into c.red[warp]). Every load is in flight
+// before the first store. PER: elements per thread, the longest such vector.
+template <int PER, bool NORM>
+__device__ __forceinline__ void load_direct(const Ctx& c, int kind, int n, int b,
+                                            const unsigned short* nw) {
+  const float* src = f32(c, b);
+  const unsigned short* row = w16(c, b) + (size_t)(kind == enc::SRC_EMBED ? step_token(c) : 0) * n;
+  float v[PER], w[PER];
+#pragma unroll
+  for (int j = 0; j < PER; ++j) {
+    const int i = threadIdx.x + j * cfg::kThreads;
+    if (i < n) {
+      v[j] = kind == enc::SRC_EMBED ? bf16(row[i]) : src[i];
+      w[j] = NORM ? bf16(nw[i]) : 1.f;
+    }
+  }
+  float ss = 0.f;
+#pragma unroll
+  for (int j = 0; j < PER; ++j) {
+    const int i = threadIdx.x + j * cfg::kThreads;
+    if (i < n) {
+      ss += v[j] * v[j];
+      c.x[i] = NORM ? w[j] * v[j] : v[j];
+    }
+  }
+  if (NORM) {
+    ss = warp_sum(ss);
+    if ((threadIdx.x & 31) == 0) c.red[threadIdx.x >> 5] = ss;
+  }
+}
+
+// Input vector (times the folded norm weight) into c.x and epilogue operands into c.epi,
+// in one batch of loads; ends with __syncthreads(), which also publishes the staged
+// weights. Returns the norm's 1 / rms(x), or 1.
+__device__ float gemv_prologue(const Ctx& c, const int* rec, const GemvTile& t) {
+  constexpr int kE = (cfg::kEpiFloats + cfg::kThreads - 1) / cfg::kThreads;
+  constexpr int kNormPer = cfg::kNormVec > 0 ? (cfg::kNormVec + cfg::kThreads - 1) / cfg::kThreads : 1;
+  const int kind = rec[G::SRC_KIND], n = rec[G::SRC_KIND + 1], b = rec[G::SRC_KIND + 2];
+  const bool direct = kind == enc::SRC_BUFFER || kind == enc::SRC_EMBED;
+  const bool norm = rec[G::NORM] >= 0, folded = norm && direct && n <= cfg::kNormVec;
+  float ev[kE];
+#pragma unroll
+  for (int j = 0; j < kE; ++j) {
+    const int i = threadIdx.x + j * cfg::kThreads;
+    if (i < t.epi_n) ev[j] = epi_operand(c, rec, t, i);
+  }
+  if (folded) {
+    load_direct<kNormPer, true>(c, kind, n, b, w16(c, rec[G::NORM]));
+  } else if (direct && !norm) {
+    load_direct<(cfg::kMaxVec + cfg::kThreads - 1) / cfg::kThreads, false>(c, kind, n, b, nullptr);
+  } else {  // flash-decoding partials (merged by load_vec), or a norm the kernel cannot fold
+    load_vec(c, rec, G::SRC_KIND, c.x);
+    if (norm) rmsnorm_inplace(c, c.x, t.k, w16(c, rec[G::NORM]));
+  }
+#pragma unroll
+  for (int j = 0; j < kE; ++j) {
+    const int i = threadIdx.x + j * cfg::kThreads;
+    if (i < t.epi_n) c.epi[i] = ev[j];
+  }
+  __syncthreads();
+  if (!folded) return 1.f;
+  float total = 0.f;
+  for (int w = 0; w < kWarps; ++w) total += c.red[w];
+  return 1.0f / sqrtf(total / (float)n + cfg::kRmsEps);
+}
+
 __device__ void gemv_run(const Ctx& c, const int* rec) {
   const GemvTile t = gemv_tile(c, rec);
   cp_async_wait_own();
-  load_vec(c, rec, G::SRC_KIND, c.x);  // its closing __syncthreads() publishes the slot too
-  if (rec[G::NORM] >= 0) {
-    const unsigned short* nw = t.norm_bytes
-        ? reinterpret_cast<const unsigned short*>(c.stage) : w16(c, rec[G::NORM]);
-    rmsnorm_inplace(c, c.x, t.k, nw);
-  }
+  phase(c, 3);
+  const float inv = gemv_prologue(c, rec, t);
+  phase(c, 4);
 
   float best = neg_inf();
   int best_i = 0x7fffffff;
   if (rec[G::EPI] == enc::EPI_LOGITS_ARGMAX) {  // one segment; the LM head's own knobs
-    gemv_rows<1, cfg::kLmRowsPerWarp, cfg::kLmUnroll>(c, rec, t, best, best_i);
+    gemv_rows<1, cfg::kLmRowsPerWarp, cfg::kLmUnroll>(c, rec, t, inv, best, best_i);
   } else if (t.nseg == 2) {
-    gemv_rows<2, cfg::kRowsPerWarp, cfg::kUnroll>(c, rec, t, best, best_i);
+    gemv_rows<2, cfg::kRowsPerWarp, cfg::kUnroll>(c, rec, t, inv, best, best_i);
   } else {
-    gemv_rows<1, cfg::kRowsPerWarp, cfg::kUnroll>(c, rec, t, best, best_i);
+    gemv_rows<1, cfg::kRowsPerWarp, cfg::kUnroll>(c, rec, t, inv, best, best_i);
   }
+  phase(c, 5);
   if (rec[G::EPI] == enc::EPI_LOGITS_ARGMAX) {
     block_argmax(best, best_i, c.red);
     if (threadIdx.x == 0) {

@@ -5,10 +5,15 @@
 // Weight prefetch ring: shared memory holds cfg::kPrefetch slots of cfg::kSlotBytes. Task g
 // (g counts the block's tasks over all steps) owns slot g % kPrefetch; its GEMV weights are
 // issued as one cp.async group kPrefetch - 1 tasks before it runs, so while the block waits
-// on task g's inputs the weights of tasks g .. g + kPrefetch - 1 stream in. Every task
-// commits exactly one group (empty when it stages nothing), so "task g's weights landed" is
-// always cp.async.wait_group(kPrefetch - 1). A task that stages nothing (attention) uses
-// its own slot as scratch: the slot's previous owner finished, its next is issued later.
+// on task g's inputs the weights of tasks g .. g + kPrefetch - 1 stream in. A task that
+// stages no weights (attention) uses its own slot as scratch: the slot's previous owner
+// finished, its next is issued later.
+//
+// cp.async groups: before its wait, task g commits two groups, in this order: its own
+// pre-wait copies (attention's complete cache rows, attention.cuh; empty otherwise), then
+// the weights of task g + kPrefetch - 1 (empty when that is no GEMV). The prologue commits
+// the same pairs for tasks 0 .. kPrefetch - 2. So "task g's weights landed" is always
+// cp.async.wait_group(2 (kPrefetch - 1)) and "task g's own copies landed" wait_group(1).
 //
 // Specialised per program by the generated "amk_config.cuh" (enc:: record layout from
 // vm/encoding.py, cfg:: model/launch constants from vm/build.py); build.py inlines the
@@ -28,6 +33,12 @@ __device__ __forceinline__ unsigned char* slot(unsigned char* smem, int g) {
   return smem + (size_t)(g % cfg::kPrefetch) * cfg::kSlotBytes;
 }
 
+// Before task g's wait: its own copies into its slot (attention's cache rows); commits.
+__device__ __forceinline__ void stage_own(const Ctx& c, const int* rec) {
+  if (rec[enc::F_OP] == enc::OP_ATTENTION) attention_stage(c, rec);
+  cp_async_commit();
+}
+
 // Stage task g's weights into its slot (if it is a GEMV) and commit its group.
 __device__ __forceinline__ void issue(const Ctx& c, unsigned char* smem, const int* tasks,
                                       int q0, int n, int total, int g) {
@@ -38,10 +49,10 @@ __device__ __forceinline__ void issue(const Ctx& c, unsigned char* smem, const i
   cp_async_commit();
 }
 
-// Trace builds only: thread 0 stamps (wait start, wait end, run end) of each task.
-__device__ __forceinline__ void stamp(long long* trace, int stride, int g, int k) {
-  if (cfg::kTrace && threadIdx.x == 0)
-    trace[((size_t)blockIdx.x * stride + g) * 3 + k] = (long long)global_ns();
+// Trace builds only: task g's stamps (vm/build.py TRACE_STAMPS; 0-2 written here, the
+// instruction's phases through phase()); nullptr otherwise.
+__device__ __forceinline__ long long* task_trace(long long* trace, int stride, int g) {
+  return cfg::kTrace ? trace + ((size_t)blockIdx.x * stride + g) * cfg::kTraceStamps : nullptr;
 }
 
 }  // namespace amk
@@ -62,19 +73,25 @@ amk_megakernel(const int* __restrict__ tasks, const int* __restrict__ offsets,
   c.rope = rope;
   c.x = reinterpret_cast<float*>(smem + cfg::kXOffset);
   c.red = reinterpret_cast<float*>(smem + cfg::kRedOffset);
+  c.epi = reinterpret_cast<float*>(smem + cfg::kEpiOffset);
   c.position = position;
   c.forced_upto = forced_upto;
   const int q0 = offsets[blockIdx.x], n = offsets[blockIdx.x + 1] - q0, total = steps * n;
 
-  for (int g = 0; g < cfg::kPrefetch - 1; ++g) amk::issue(c, smem, tasks, q0, n, total, g);
+  for (int g = 0; g < cfg::kPrefetch - 1; ++g) {
+    amk::cp_async_commit();  // (tasks before the first have no own copies)
+    amk::issue(c, smem, tasks, q0, n, total, g);
+  }
   for (int g = 0; g < total; ++g) {
-    amk::issue(c, smem, tasks, q0, n, total, g + cfg::kPrefetch - 1);  // weights run ahead
     const int step = g / n, t = q0 + g % n;
     const int* grec = tasks + (size_t)t * enc::kRecordInts;
     const int* rec = s_rec;
     c.step = step;
     c.stage = amk::slot(smem, g);
-    amk::stamp(trace, trace_stride, g, 0);
+    c.trace = amk::task_trace(trace, trace_stride, g);
+    amk::phase(c, 0);
+    amk::stage_own(c, grec);
+    amk::issue(c, smem, tasks, q0, n, total, g + cfg::kPrefetch - 1);  // weights run ahead
     for (int i = threadIdx.x; i < enc::kRecordInts; i += cfg::kThreads) s_rec[i] = grec[i];
     if (threadIdx.x == 0) s_waited_out = !amk::wait_all(grec, step, counters, err, stuck, watchdog_ns);
     __syncthreads();
@@ -83,7 +100,7 @@ amk_megakernel(const int* __restrict__ tasks, const int* __restrict__ offsets,
       amk::cp_async_wait_all();
       return;
     }
-    amk::stamp(trace, trace_stride, g, 1);
+    amk::phase(c, 1);
     bool ok = true;
     switch (op) {
       case enc::OP_TOKEN: ok = amk::token_run(c, rec, err); break;
@@ -104,7 +121,7 @@ amk_megakernel(const int* __restrict__ tasks, const int* __restrict__ offsets,
       amk::cp_async_wait_all();
       return;
     }
-    amk::stamp(trace, trace_stride, g, 2);
+    amk::phase(c, 2);
     if (threadIdx.x == 0) amk::signal_all(grec, counters);
   }
   amk::cp_async_wait_all();  // copies issued for nothing must land before the block exits
