@@ -93,10 +93,13 @@ def analyse(stamps: np.ndarray, offsets: np.ndarray, task_ids: tuple[str, ...],
                  "span_us_per_step": float(sum(spans[k]) / steps),
                  "hop_us": float(np.median(hops[k])) if hops[k] else 0.0,
                  "hop_us_per_step": float(sum(hops[k]) / steps),
-                 "phases_us": (np.median(np.array(phases[k]), axis=0).round(3).tolist()
+                 # means, not medians: unbiased however coarse the timer's tick
+                 "phases_us": (np.mean(np.array(phases[k]), axis=0).round(3).tolist()
                                if phases[k] else [])}
              for k in kinds}
+    diffs = np.diff(np.sort(stamps[stamps > 0]))
     return {"step_us": (t_last - t_first) / 1e3 / steps, "stages_per_step": len(stages),
+            "tick_ns": int(diffs[diffs > 0].min()) if (diffs > 0).any() else 0,
             "span_us_per_step": sum(v["span_us_per_step"] for v in table.values()),
             "hop_us_per_step": sum(v["hop_us_per_step"] for v in table.values()),
             "kinds": table}
@@ -147,7 +150,9 @@ def main() -> int:
     for k, v in out["kinds"].items():
         print(f"{k:<8} {v['tasks']:>6} {v['run_us']:>8.2f} {v['wait_us']:>8.2f} "
               f"{v['span_us_per_step']:>10.1f} {v['hop_us']:>7.2f} {v['hop_us_per_step']:>10.1f}")
-    print("run split at the phase stamps (medians, us): GEMV = staged weights | prologue "
+    print(f"timer tick: {out['tick_ns']} ns (smallest step between two stamps; medians "
+          "of stamps finer than it are unreliable)")
+    print("run split at the phase stamps (means, us): GEMV = staged weights | prologue "
           "(input, norm, epilogue operands) | rows (thread 0's warp) | barrier + arg-max; "
           "attention = staged rows | chunks | reduction + stores | barrier")
     for k, v in out["kinds"].items():

@@ -70,3 +70,19 @@ def test_compiler_errors_carry_the_log():
     with pytest.raises(BuildError) as e:
         b.compile_cubin('extern "C" __global__ void k() { this_is_not_cuda; }', "sm_90")
     assert "this_is_not_cuda" in e.value.log
+
+
+def test_the_gemv_prologue_arrays_are_sized_from_the_program():
+    """gemv_prologue loads a tile's epilogue operands and the normed input into arrays
+    sized by cfg::kEpiFloats / cfg::kNormVec: one residual tile of every row needs the
+    whole hidden vector, the default tiling a few rows (QKV: a cos and a sin per pair)."""
+    spec = preset_spec("smollm2-135m")
+    whole = lower(spec, Schedule(tiles=1), get_target("h100"))
+    assert b.epilogue_operands(whole) == spec.hidden
+    tiled = _config(spec)
+    assert 1 <= tiled.epi_floats < spec.hidden and tiled.norm_vec == spec.hidden
+    src = b.assemble(tiled)
+    assert f"constexpr int kEpiFloats = {tiled.epi_floats};" in src
+    assert f"constexpr int kNormVec = {spec.hidden};" in src
+    assert f"constexpr int kTraceStamps = {len(b.TRACE_STAMPS)};" in src
+    assert tiled.smem_bytes == tiled.epi_offset + (tiled.epi_floats * 4 + 15) // 16 * 16
