@@ -5,6 +5,8 @@ declares only the buffers the task touches (its waits and signals dropped). ``ra
 fills every activation buffer with fresh random numbers and poisons the task's declared
 writes with NaN. ``compare`` then checks, buffer by buffer, that the GPU wrote every byte
 it declared (no NaN left), agrees with the twin there, and left every other byte alone.
+``stage_only`` keeps some tasks of a program on their own blocks, unsynchronised: loop 1
+times a role's whole stage that way.
 """
 
 from __future__ import annotations
@@ -33,14 +35,33 @@ def _named(args, buffers: dict[str, int]) -> set[str]:
     return set()
 
 
+def _touched(program: Program, tasks: list[Task]) -> dict[str, int]:
+    """The buffers of ``program`` that ``tasks`` read, write or name (and ALWAYS)."""
+    names = set(ALWAYS)
+    for task in tasks:
+        names |= {r.buffer for r in (*task.read, *task.write)} | _named(task.args,
+                                                                       program.buffers)
+    return {n: b for n, b in program.buffers.items() if n in names}
+
+
 def isolate(program: Program, task: Task, threads: int | None = None) -> Program:
-    names = {r.buffer for r in (*task.read, *task.write)} | set(ALWAYS)
-    names |= _named(task.args, program.buffers)
-    buffers = {n: b for n, b in program.buffers.items() if n in names}
+    buffers = _touched(program, [task])
     lone = dataclasses.replace(task, wait=(), signal=())
     launch = Launch(1, threads or program.launch.threads, 1, program.launch.smem_bytes)
     return dataclasses.replace(program, launch=launch, buffers=buffers, counters={},
                                queues=((lone,),))
+
+
+def stage_only(program: Program, task_ids: set[str]) -> Program:
+    """The tasks ``task_ids`` of ``program``, each on the block the program placed it on,
+    their waits and signals dropped, with only the buffers they touch. One launch runs them
+    the way their stages run inside the megakernel, all blocks at once, minus the hand-offs
+    between stages. Only for timing: tasks that read what another of them writes race."""
+    kept = [t for _, _, t in program.tasks() if t.id in task_ids]
+    queues = tuple(tuple(dataclasses.replace(t, wait=(), signal=()) for t in q
+                         if t.id in task_ids) for q in program.queues)
+    return dataclasses.replace(program, buffers=_touched(program, kept), counters={},
+                               queues=queues)
 
 
 def task_weights(program: Program, seed: int) -> ModelWeights:

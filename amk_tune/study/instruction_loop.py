@@ -2,22 +2,26 @@
 
 Roles are the GEMV kinds of a decode step: ``qkv``, ``o``, ``gu``, ``down`` (tuned by
 ``rows_per_warp`` x ``unroll``) and ``lm`` (``lm_rows_per_warp`` x ``lm_unroll``). The
-default Schedule is lowered once at the study's model shapes and weight format; the first
-tile of each role (layer 0's, the LM head's first) is cut out by ``vm.isolate`` into a
-one-block program. Each role is one Optuna study in the main study's storage, named
+default Schedule is lowered once at the study's model shapes and weight format. For each
+role, the first tile (layer 0's, the LM head's first) is cut out by ``vm.isolate`` into a
+one-block program, and the role's tiles of the first layers (up to STAGE_BYTES of weights;
+the LM head: all its tiles) are kept on their blocks, unsynchronised, by
+``vm.stage_only``. Each role is one Optuna study in the main study's storage, named
 ``<main study>.loop1.<role>``, whose GridSampler walks the role's 3 x 3 knob grid. A trial:
 
 1. runs the tile on fresh random inputs and checks every declared write against the NumPy
    twin (``vm.isolated.compare``); a mismatch completes the trial infeasible (value inf,
    ``feasible = False``, the problems in ``twin_problems``), like an oracle failure;
-2. times it: median us of back-to-back one-block launches (CUDA events, ``bench.time_launch``).
-   That includes the launch overhead, the same for every candidate, so it shifts but never
-   reorders them. ``--simulate`` times nothing: the tile's weight bytes at its SM's share of
-   the target's bandwidth, over an efficiency from the 16-byte loads in flight (as
-   ``cost_model`` does), never under that floor; every result is marked simulated.
+2. times the stage program: median us of launches that each start with a cold L2
+   (``bench.time_cold``: weights stream from memory, as inside the megakernel), divided by
+   the layers it holds: us per stage, every block at work as in the megakernel, one
+   launch's overhead spread over those layers. ``--simulate`` times nothing: the tile's
+   weight bytes at its SM's share of the target's bandwidth, over an efficiency from the
+   16-byte loads in flight (as ``cost_model`` does), never under that floor, times the
+   tiles one block runs per stage; every result is marked simulated.
 
-The GPU work runs in this process, not in the study's worker subprocess: a one-block launch
-of one task has no waits, and the GPU watchdog stops a kernel that spins anyway.
+The GPU work runs in this process, not in the study's worker subprocess: neither launch has
+a wait, and the GPU watchdog stops a kernel that spins anyway.
 Simulated, the device's output is the twin's own (no device exists): the twin still runs
 and ``compare`` still checks that it wrote every declared float.
 
@@ -46,12 +50,21 @@ from amk_tune.targets import Target
 from space.kernel_knobs import ROWS_PER_WARP, UNROLL, KernelKnobs
 from space.schedule import Schedule
 from vm.analysis import weight_bytes
-from vm.isolated import compare, isolate, random_state, run_gpu, run_twin, task_weights
+from vm.isolated import (
+    compare,
+    isolate,
+    random_state,
+    run_gpu,
+    run_twin,
+    stage_only,
+    task_weights,
+)
 from vm.lowering import lower
 from vm.program import Program
 
 LAYER_ROLES = ("qkv", "o", "gu", "down")
 ROLES = (*LAYER_ROLES, "lm")
+STAGE_BYTES = 512 << 20  # weights of one role's stage program at most (random, on the host)
 
 
 def role_knobs(role: str) -> tuple[str, str]:
@@ -67,27 +80,35 @@ def loop1_name(main_study: str, role: str) -> str:
 class RoleTask:
     role: str
     task_id: str  # the representative tile in the default program
-    count: int  # the role's tasks per decode step in the default program
-    program: Program  # the tile alone (``vm.isolate``)
+    per_step: int  # the role's stages per decode step (the layers; the LM head: 1)
+    program: Program  # that tile alone (``vm.isolate``), checked against its twin
+    stage: Program  # the role's tiles of the first ``stages`` layers (``vm.stage_only``)
+    stages: int
 
 
 def role_tasks(spec: ModelSpec, target: Target, dtype: str = "bf16",
                quant_group: int = 0) -> dict[str, RoleTask]:
-    """One isolated representative tile per role of the default Schedule's program."""
+    """Per role of the default Schedule's program: its first tile alone, and its stages."""
     program = lower(spec, Schedule(), target, steps=1, dtype=dtype, quant_group=quant_group)
     tasks = {t.id: t for _, _, t in program.tasks() if t.op == "gemv"}
-    counts = {role: 0 for role in ROLES}
-    for task_id in tasks:
-        counts[task_id.split(".")[-2]] += 1
+    layers: dict[str, dict[str, set[str]]] = {role: {} for role in ROLES}
+    for task_id in tasks:  # "L3.gu.17" -> role gu, layer L3; "lm.7" -> role lm, layer lm
+        parts = task_id.split(".")
+        layers[parts[-2]].setdefault(parts[0], set()).add(task_id)
     out = {}
     for role in ROLES:
         task_id = "lm.0" if role == "lm" else f"L0.{role}.0"
-        out[role] = RoleTask(role, task_id, counts[role], isolate(program, tasks[task_id]))
+        stages = list(layers[role].values())  # in program (layer) order
+        per_layer = max(1, weight_bytes(stage_only(program, stages[0])))
+        k = max(1, min(len(stages), STAGE_BYTES // per_layer))
+        out[role] = RoleTask(role, task_id, len(stages), isolate(program, tasks[task_id]),
+                             stage_only(program, set().union(*stages[:k])), k)
     return out
 
 
 def estimate_us(rt: RoleTask, knobs: KernelKnobs, target: Target) -> float:
-    """Simulated us of the tile on one SM (never a measurement, never under its floor)."""
+    """Simulated us of one stage of the role (never a measurement, never under its floor):
+    the tile on one SM, times the tiles the busiest block runs per stage."""
     (task,) = rt.program.queues[0]
     rpw, unroll = (getattr(knobs, k) for k in role_knobs(rt.role))
     nbytes = weight_bytes(rt.program)
@@ -101,7 +122,8 @@ def estimate_us(rt: RoleTask, knobs: KernelKnobs, target: Target) -> float:
             > REGISTERS_PER_SM:
         efficiency /= 2
     floor = nbytes / share
-    return floor / efficiency + TASK_US
+    per_block = math.ceil(max(len(q) for q in rt.stage.queues) / rt.stages)
+    return (floor / efficiency + TASK_US) * per_block
 
 
 class Evaluator:
@@ -113,15 +135,15 @@ class Evaluator:
 
     def __call__(self, rt: RoleTask, knobs: KernelKnobs, number: int) -> dict:
         weights = self._weights.get(rt.role)
-        if weights is None:
-            weights = self._weights[rt.role] = task_weights(rt.program, self.seed)
+        if weights is None:  # the stage's weights hold the tile's too
+            weights = self._weights[rt.role] = task_weights(rt.stage, self.seed)
         inputs = random_state(rt.program, self.seed + 1 + number)
         twin = run_twin(rt.program, weights, inputs)
         if self.simulated:
             problems = compare(inputs, run_twin(rt.program, weights, inputs), twin)
             return {"problems": problems, "us": estimate_us(rt, knobs, self.target),
                     "spread_us": None, "registers": None, "spills": None}
-        from amk_tune.bench import time_launch
+        from amk_tune.bench import time_cold
         from vm.gpu_runner import GpuMachine
 
         machine = GpuMachine(weights, knobs=knobs)
@@ -129,9 +151,10 @@ class Evaluator:
         if problems:
             return {"problems": problems, "us": math.inf, "spread_us": None,
                     "registers": None, "spills": None}
-        prepared = machine.prepare(rt.program, [inputs.token])
-        t = time_launch(machine, prepared, self.iters)
-        return {"problems": [], "us": t.median_us, "spread_us": [t.p10_us, t.p90_us],
+        prepared = machine.prepare(rt.stage, [inputs.token])
+        t = time_cold(machine, prepared, self.iters)
+        k = rt.stages
+        return {"problems": [], "us": t.median_us / k, "spread_us": [t.p10_us / k, t.p90_us / k],
                 "registers": prepared.kernel.registers, "spills": prepared.kernel.spills}
 
 
@@ -150,7 +173,7 @@ def objective(rt: RoleTask, evaluate: Evaluator):
             raise TrialFailed(f"{rt.role} trial {trial.number}: {e}") from e
         ok = not r["problems"]
         trial.set_user_attr("feasible", ok)
-        trial.set_user_attr("us_per_task", r["us"] if ok else None)
+        trial.set_user_attr("us_per_stage", r["us"] if ok else None)
         for key in ("spread_us", "registers", "spills"):
             trial.set_user_attr(key, r[key])
         if not ok:
@@ -171,7 +194,7 @@ GRID = len(ROWS_PER_WARP) * len(UNROLL)
 
 
 def per_pair(study: optuna.Study) -> dict[tuple[int, int], float]:
-    """(first knob, second knob) -> the best feasible us/task of a loop-1 study."""
+    """(first knob, second knob) -> the best feasible us/stage of a loop-1 study."""
     first, second = role_knobs(study.user_attrs["loop1_role"])
     best: dict[tuple[int, int], float] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -189,16 +212,16 @@ def loop1_studies(storage: str, main_study: str) -> dict[str, optuna.Study]:
 
 def loop1_best(storage: str, main_study: str) -> KernelKnobs | None:
     """The knobs loop 2 starts from: (rows_per_warp, unroll) minimising the layer roles'
-    measured us/task summed, each weighted by its tasks per step in the default program
-    (the roles run one after another), over the pairs every tuned layer role has; and the
-    lm role's best (lm_rows_per_warp, lm_unroll). None without a feasible loop-1 result."""
+    measured us/stage summed, each weighted by its stages per step (the stages run one
+    after another), over the pairs every tuned layer role has; and the lm role's best
+    (lm_rows_per_warp, lm_unroll). None without a feasible loop-1 result."""
     studies = loop1_studies(storage, main_study)
     found = {role: per_pair(s) for role, s in studies.items()}
     kw: dict[str, int] = {}
     layer = [r for r in LAYER_ROLES if found.get(r)]
     pairs = set.intersection(*(set(found[r]) for r in layer)) if layer else set()
     if pairs:
-        weight = {r: studies[r].user_attrs["tasks_per_step"] for r in layer}
+        weight = {r: studies[r].user_attrs["stages_per_step"] for r in layer}
         best = min(sorted(pairs), key=lambda p: sum(weight[r] * found[r][p] for r in layer))
         kw["rows_per_warp"], kw["unroll"] = best
     if found.get("lm"):

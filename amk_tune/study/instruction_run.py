@@ -76,11 +76,12 @@ def run_instruction_loop(opts: StudyOptions, roles: tuple[str, ...] = ROLES, *,
         study.sampler = grid_sampler(role, opts.seed)
         study.set_user_attr("loop1_role", role)
         study.set_user_attr("task", rt.task_id)
-        study.set_user_attr("tasks_per_step", rt.count)
+        study.set_user_attr("stages_per_step", rt.per_step)
         studies[role] = study
         done = sum(t.state != TrialState.RUNNING for t in study.trials)
         left = deadline - time.monotonic()
-        print(f"{tag} {study.study_name}: tile {rt.task_id} ({rt.count} per step), "
+        print(f"{tag} {study.study_name}: tile {rt.task_id}, stages timed {rt.stages} of "
+              f"{rt.per_step} per step, "
               f"{GRID - min(done, GRID)} of {GRID} left, {clock(left)} left", file=err,
               flush=True)
         if done >= GRID or left <= 0:
@@ -100,7 +101,7 @@ def _progress(tag: str, role: str, err: TextIO):
         if trial.state != TrialState.COMPLETE:
             what = f"{trial.state.name} ({str(trial.user_attrs.get('fail_reason'))[:160]})"
         elif trial.user_attrs.get("feasible"):
-            what = f"{trial.value:.2f} us/task"
+            what = f"{trial.value:.2f} us/stage"
         else:
             what = f"INFEASIBLE (twin: {trial.user_attrs['twin_problems'][0][:160]})"
         print(f"{tag} {role} trial {trial.number} ({knobs}): {what}", file=err, flush=True)
@@ -111,8 +112,8 @@ def _progress(tag: str, role: str, err: TextIO):
 def table(studies: dict[str, optuna.Study], tasks: dict[str, RoleTask],
           best: KernelKnobs | None, simulated: bool) -> str:
     kind = "simulated" if simulated else "measured"
-    lines = [f"loop 1 ({kind}): each role's tile alone, us per task",
-             "| role | tile | best knobs | us/task | default knobs us/task |",
+    lines = [f"loop 1 ({kind}): each role's tile checked alone, its stage timed, us per stage",
+             "| role | tile | best knobs | us/stage | default knobs us/stage |",
              "|---|---|---|---|---|"]
     default = KernelKnobs()
     for role, study in studies.items():

@@ -62,3 +62,24 @@ def test_int8_tasks_get_int8_weights_of_the_declared_sizes():
         inputs = random_state(lone, 1)
         twin = run_twin(lone, w, inputs)
         assert compare(inputs, twin, twin) == []
+
+
+def test_stage_only_keeps_a_roles_tiles_on_their_blocks_unsynchronised():
+    """Loop 1 times a role through stage_only: the same tiles on the same blocks as the
+    program placed them, no waits or signals, only the buffers they touch, and a launch
+    the encoder (and so the kernel) accepts, empty queues included."""
+    from vm import encoding
+    from vm.isolated import stage_only
+
+    program = lower(TINY, Schedule(), get_target("h100"), position=5, max_seq=8)
+    ids = {t.id for _, _, t in program.tasks() if t.op == "gemv" and ".gu." in t.id}
+    stage = stage_only(program, ids)
+    kept = [(b, t.id) for b, _, t in stage.tasks()]
+    assert sorted(kept) == sorted((b, t.id) for b, _, t in program.tasks() if t.id in ids)
+    assert all(not t.wait and not t.signal for _, _, t in stage.tasks())
+    assert stage.counters == {} and stage.launch == program.launch
+    assert len(stage.queues) == len(program.queues) and any(not q for q in stage.queues)
+    assert {"w.L0.wgu", "w.L1.wgu", "act.L0", "act.L1"} <= set(stage.buffers)
+    assert not any(n.endswith(("wqkv", "wo", "wd")) for n in stage.buffers)
+    enc = encoding.encode(stage, TINY)
+    assert int(enc.offsets[-1]) == len(ids)

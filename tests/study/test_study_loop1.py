@@ -49,7 +49,7 @@ def test_simulated_loop1_on_tiny_runs_every_role_and_checks_the_twin(tmp_path, t
         assert len(trials) == GRID
         assert len({tuple(t.params.values()) for t in trials}) == GRID  # the whole grid
         assert all(t.user_attrs["measurement"] == "simulated" for t in trials)
-        assert study.user_attrs["tasks_per_step"] > 0 and study.user_attrs["simulated"] is True
+        assert study.user_attrs["stages_per_step"] > 0 and study.user_attrs["simulated"] is True
     qkv = optuna.load_study(study_name=loop1_name(main_name, "qkv"), storage=url).trials
     bad = [t for t in qkv if not t.user_attrs["feasible"]]
     assert [t.number for t in bad] == [3]
@@ -80,7 +80,7 @@ def test_loop1_best_is_the_weighted_argmin(tmp_path):
     for role, per_step in (("qkv", 1), ("o", 10), ("lm", 1)):
         studies[role] = optuna.create_study(storage=url, study_name=loop1_name("m", role))
         studies[role].set_user_attr("loop1_role", role)
-        studies[role].set_user_attr("tasks_per_step", per_step)
+        studies[role].set_user_attr("stages_per_step", per_step)
     assert loop1_best(url, "m") is None  # none feasible
     add(studies["qkv"], "qkv", (1, 1), 1.0)
     add(studies["qkv"], "qkv", (2, 2), 10.0)
@@ -89,7 +89,7 @@ def test_loop1_best_is_the_weighted_argmin(tmp_path):
     add(studies["o"], "o", (1, 1), 5.0)
     add(studies["o"], "o", (2, 2), 1.0)
     add(studies["o"], "o", (2, 4), 0.01)
-    # unweighted (1, 1) wins (6 < 11); weighted by tasks per step (2, 2) does (20 < 51)
+    # unweighted (1, 1) wins (6 < 11); weighted by stages per step (2, 2) does (20 < 51)
     assert loop1_best(url, "m") == KernelKnobs(rows_per_warp=2, unroll=2)
     add(studies["lm"], "lm", (1, 1), 5.0)
     add(studies["lm"], "lm", (4, 1), 3.0)
