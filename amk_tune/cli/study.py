@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-prior", action="store_true",
                    help="no warm start: do not enqueue the learned prior's picks after the "
                         "default schedule (prior/warm_start.py)")
+    p.add_argument("--no-baselines", action="store_true",
+                   help="do not time the torch baselines at start (saves about a minute; the "
+                        "summary then has none)")
     p.add_argument("--prompt-len", type=int, default=16,
                    help="oracle prompt length: the timed launch runs at this position")
     p.add_argument("--iters", type=int, default=100, help="timed launches per trial")
@@ -49,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype, quant_group=args.quant_group, layers=args.layers,
         storage=args.storage, study=args.study,
         seed=args.seed, simulate=args.simulate, prior=not args.no_prior,
+        baselines=not args.no_baselines,
         prompt_len=args.prompt_len, iters=args.iters,
         trial_timeout_s=args.trial_timeout,
     )

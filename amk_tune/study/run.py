@@ -48,6 +48,7 @@ class StudyOptions:
     simulate: bool = False
     prior: bool = True  # warm start a new study with the prior's picks (prior/warm_start.py)
     prior_picks: int = 4
+    baselines: bool = True  # time the torch baselines at start (the summary compares them)
     prompt_len: int = 16
     iters: int = 100
     trial_timeout_s: float = 180.0
@@ -153,7 +154,8 @@ def run_study(opts: StudyOptions, *, out: TextIO | None = None,
         WorkerSpec(backend="simulated" if opts.simulate else "gpu", model=opts.model,
                    layers=opts.layers, dtype=first.dtype, target=target.name,
                    prompt_len=opts.prompt_len, max_steps=max(STEPS_PER_LAUNCH),
-                   iters=opts.iters, cache_dir=str(cache), quant_group=first.quant_group),
+                   iters=opts.iters, cache_dir=str(cache), quant_group=first.quant_group,
+                   measure_baselines=opts.baselines),
         trial_timeout_s=opts.trial_timeout_s, start_timeout_s=opts.start_timeout_s)
     try:
         info = worker.start()

@@ -81,6 +81,8 @@ def summary(study: optuna.Study, info: dict[str, Any], *, simulated: bool,
             lines.append(f"| {name} | - | - | - | - | {t} |")
     if simulated:
         lines.append("| torch baselines | - | - | - | - | not measured: simulated study |")
+    elif info.get("baselines") is None:
+        lines.append("| torch baselines | - | - | - | - | not measured: --no-baselines |")
     if floor:
         wb = best.user_attrs.get("weight_bytes", 0)
         lines.append(f"| bandwidth floor | {floor:.1f} | - | - | 100% | "

@@ -147,3 +147,20 @@ def test_a_group_that_does_not_fit_the_model_is_rejected_statically():
     assert t.state == TrialState.PRUNED and worker.requests == []
     (v,) = t.user_attrs["reject"]
     assert v["property"] == "lowering" and "quantisation group 64" in v["message"]
+
+
+def test_a_measured_study_without_baselines_says_so():
+    """--no-baselines (StudyOptions.baselines=False): the worker times no torch baseline,
+    trials carry no baseline ratio, and the summary says why the rows are missing."""
+    from amk_tune.study.summary import summary
+
+    study = optuna.create_study()
+    info = {"baselines": None, "spec": {}, "weights_sha256": "0", "versions": {},
+            "device": "a GPU", "oracle_scope": "test"}
+    study.enqueue_trial(default_params())
+    study.optimize(Objective(study, StudySetup(TINY, H100, False, 3, "tiny", 0, info),
+                             FakeWorker(_result())), n_trials=1, catch=(TrialFailed,))
+    (t,) = study.trials
+    assert t.state == TrialState.COMPLETE and t.user_attrs["baseline_ratio"] is None
+    text = summary(study, info, simulated=False, session_trials=1, elapsed_s=1.0)
+    assert "not measured: --no-baselines" in text and "simulated" not in text.lower()
