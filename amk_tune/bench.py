@@ -101,37 +101,26 @@ def run_checked(machine, weights: ModelWeights, target: Target, schedule: Schedu
     return prepared, logits, tokens
 
 
-def time_launch(machine, prepared, iters: int) -> Timing:
+FLUSH_BYTES = 256 << 20  # more than any GPU's L2 (H100: 50 MB, H200: 60 MB)
+
+
+def time_launch(machine, prepared, iters: int, *, cold: bool = False) -> Timing:
     """us per token of ``prepared`` replayed back to back: CUDA events around each of
-    ``iters`` launches after 5 warm-up launches, divided by the launch's steps."""
+    ``iters`` launches after 5 warm-up launches, divided by the launch's steps.
+
+    ``cold``: a read of FLUSH_BYTES runs before each timed launch, outside its events, so
+    every launch starts with a cold L2. A launch that reads only a few MB of weights (loop
+    1's stages) would otherwise find them in L2 on every replay, which the megakernel
+    streaming a whole model never does."""
     cp = machine.cp
+    junk = cp.ones(FLUSH_BYTES // 4, dtype=cp.float32) if cold else None
     for _ in range(5):
         machine.start(prepared)
     cp.cuda.Device().synchronize()
     events = [(cp.cuda.Event(), cp.cuda.Event()) for _ in range(iters)]
     for a, b in events:
-        a.record()
-        machine.start(prepared)
-        b.record()
-    machine.finish(prepared)
-    us = [cp.cuda.get_elapsed_time(a, b) * 1e3 for a, b in events]
-    return Timing.of(us).scaled(1 / prepared.steps)
-
-
-FLUSH_BYTES = 256 << 20  # more than any GPU's L2 (H100: 50 MB, H200: 60 MB)
-
-
-def time_cold(machine, prepared, iters: int) -> Timing:
-    """``time_launch`` with a cold L2: a read of FLUSH_BYTES runs before each timed launch,
-    outside its events. A launch that reads only a few MB of weights would otherwise find
-    them in L2 on every replay, which the megakernel streaming a whole model never does."""
-    cp = machine.cp
-    junk = cp.ones(FLUSH_BYTES // 4, dtype=cp.float32)
-    for _ in range(2):
-        machine.start(prepared)
-    events = [(cp.cuda.Event(), cp.cuda.Event()) for _ in range(iters)]
-    for a, b in events:
-        junk.sum()  # asynchronous: a reduction kernel reading every byte, evicting L2
+        if junk is not None:
+            junk.sum()  # asynchronous: a reduction kernel reading every byte, evicting L2
         a.record()
         machine.start(prepared)
         b.record()

@@ -13,12 +13,12 @@ the LM head: all its tiles) are kept on their blocks, unsynchronised, by
    twin (``vm.isolated.compare``); a mismatch completes the trial infeasible (value inf,
    ``feasible = False``, the problems in ``twin_problems``), like an oracle failure;
 2. times the stage program: median us of launches that each start with a cold L2
-   (``bench.time_cold``: weights stream from memory, as inside the megakernel), divided by
-   the layers it holds: us per stage, every block at work as in the megakernel, one
-   launch's overhead spread over those layers. ``--simulate`` times nothing: the tile's
-   weight bytes at its SM's share of the target's bandwidth, over an efficiency from the
-   16-byte loads in flight (as ``cost_model`` does), never under that floor, times the
-   tiles one block runs per stage; every result is marked simulated.
+   (``bench.time_launch(cold=True)``: weights stream from memory, as inside the
+   megakernel), divided by the layers it holds: us per stage, every block at work as in
+   the megakernel, one launch's overhead spread over those layers. ``--simulate`` times
+   nothing: the tile's weight bytes at its SM's share of the target's bandwidth, over an
+   efficiency from the 16-byte loads in flight (as ``cost_model`` does), never under that
+   floor, times the tiles one block runs per stage; every result is marked simulated.
 
 The GPU work runs in this process, not in the study's worker subprocess: neither launch has
 a wait, and the GPU watchdog stops a kernel that spins anyway.
@@ -143,7 +143,7 @@ class Evaluator:
             problems = compare(inputs, run_twin(rt.program, weights, inputs), twin)
             return {"problems": problems, "us": estimate_us(rt, knobs, self.target),
                     "spread_us": None, "registers": None, "spills": None}
-        from amk_tune.bench import time_cold
+        from amk_tune.bench import time_launch
         from vm.gpu_runner import GpuMachine
 
         machine = GpuMachine(weights, knobs=knobs)
@@ -152,7 +152,7 @@ class Evaluator:
             return {"problems": problems, "us": math.inf, "spread_us": None,
                     "registers": None, "spills": None}
         prepared = machine.prepare(rt.stage, [inputs.token])
-        t = time_cold(machine, prepared, self.iters)
+        t = time_launch(machine, prepared, self.iters, cold=True)
         k = rt.stages
         return {"problems": [], "us": t.median_us / k, "spread_us": [t.p10_us / k, t.p90_us / k],
                 "registers": prepared.kernel.registers, "spills": prepared.kernel.spills}
