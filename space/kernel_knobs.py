@@ -3,15 +3,24 @@
 Schedule knobs change the lowered Program; these change the CUDA build. ``vm.build`` emits
 them as ``constexpr`` values of the generated header (``cfg::``), so every value gives a
 different source, a different build-cache key and a different cubin (tests/study prove it).
-None of them changes the arithmetic: each output row is still summed in the same order.
+Only ``k_split`` changes the arithmetic (each row's sum is split into per-warp partial
+sums, then added); with the others each output row is summed in the same order.
 
 - ``rows_per_warp``: GEMV rows (row pairs for gate/up and RoPE tiles) one warp computes
   together, their weight loads interleaved: more independent 16-byte loads in flight.
 - ``unroll``: 16-byte chunks of each row a lane loads into registers before it multiplies
   them (loads in flight per lane per row).
+- ``k_split``: warps that share each row of a layer tile, each a share of its columns,
+  their sums added through shared memory (one barrier per round of rows). Tiles with
+  fewer rows than warps keep every warp busy, and staged and streamed rows are spread
+  over all warps instead of some warps getting only the slow streamed ones.
 - ``lm_rows_per_warp``, ``lm_unroll``: the same two for the LM-head GEMV alone. It streams
   the largest matrix with the fewest rows staged, so it wants more loads in flight than the
   layers' tiles, whose registers the other pair sizes.
+- ``lm_ring``: 0 loads the LM head's weights into registers (``lm_unroll`` per row); D > 0
+  streams them through a ring of D stages of cp.async copies in the LM task's own slot
+  (``lm_rows_per_warp`` rows x 512 B per warp and stage): D x rows loads per lane stay in
+  flight across chunk blocks and rows, at no register cost. It must fit one slot.
 - ``prefetch``: tasks whose weights a block has in flight (the prefetch ring's slots in
   shared memory): 1 stages a task's weights only while it waits on its own inputs; more
   stream later tasks' weights while earlier tasks wait and run.
@@ -33,6 +42,8 @@ ROWS_PER_WARP = (1, 2, 4)
 UNROLL = (1, 2, 4)
 SPIN_SLEEP_NS = (0, 32, 64, 256)
 PREFETCH = (1, 2, 3, 4)
+K_SPLIT = (1, 2, 4, 8)
+LM_RING = (0, 2, 4, 8)
 
 
 @dataclass(frozen=True)
@@ -45,11 +56,14 @@ class KernelKnobs:
     prefetch: int = 1
     lm_rows_per_warp: int = 1
     lm_unroll: int = 1
+    k_split: int = 1
+    lm_ring: int = 0
 
     def __post_init__(self) -> None:
         for name, allowed in (("rows_per_warp", ROWS_PER_WARP), ("unroll", UNROLL),
                               ("prefetch", PREFETCH), ("lm_rows_per_warp", ROWS_PER_WARP),
-                              ("lm_unroll", UNROLL)):
+                              ("lm_unroll", UNROLL), ("k_split", K_SPLIT),
+                              ("lm_ring", LM_RING)):
             v = getattr(self, name)
             if isinstance(v, bool) or v not in allowed:
                 raise ScheduleError(f"kernel knob {name} = {v!r}: choose one of {allowed}")

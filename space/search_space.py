@@ -20,7 +20,15 @@ from typing import Any
 import optuna
 
 from amk_tune.targets import Target
-from space.kernel_knobs import PREFETCH, ROWS_PER_WARP, SPIN_SLEEP_NS, UNROLL, KernelKnobs
+from space.kernel_knobs import (
+    K_SPLIT,
+    LM_RING,
+    PREFETCH,
+    ROWS_PER_WARP,
+    SPIN_SLEEP_NS,
+    UNROLL,
+    KernelKnobs,
+)
 from space.schedule import SM_POLICIES, Schedule
 from space.weight_format import BF16, WHOLE_SPACE, WeightChoices, WeightFormat
 
@@ -77,6 +85,8 @@ def suggest(trial: optuna.Trial, target: Target,
         prefetch=trial.suggest_categorical("prefetch", PREFETCH),
         lm_rows_per_warp=trial.suggest_categorical("lm_rows_per_warp", ROWS_PER_WARP),
         lm_unroll=trial.suggest_categorical("lm_unroll", UNROLL),
+        k_split=trial.suggest_categorical("k_split", K_SPLIT),
+        lm_ring=trial.suggest_categorical("lm_ring", LM_RING),
     )
     return Candidate(schedule, knobs, weights.suggest(trial))
 
@@ -93,6 +103,7 @@ def default_params(weights: WeightChoices = WHOLE_SPACE) -> dict[str, Any]:
         "threads": s.threads, "smem_bytes": s.smem_bytes, "rows_per_warp": k.rows_per_warp,
         "unroll": k.unroll, "spin_sleep_ns": k.spin_sleep_ns, "prefetch": k.prefetch,
         "lm_rows_per_warp": k.lm_rows_per_warp, "lm_unroll": k.lm_unroll,
+        "k_split": k.k_split, "lm_ring": k.lm_ring,
     }
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amk_tune.errors import BuildError
+from amk_tune.errors import BuildError, ScheduleError
 from amk_tune.model.spec import ModelSpec
 from space.kernel_knobs import KernelKnobs
 from vm import encoding
@@ -61,6 +61,8 @@ class KernelConfig:
     prefetch: int = 1
     lm_rows_per_warp: int = 1
     lm_unroll: int = 1
+    k_split: int = 1
+    lm_ring: int = 0
     epi_floats: int = 1  # most epilogue operands of one GEMV tile (epilogue_operands)
     norm_vec: int = 0  # longest input a GEMV folds an RMSNorm into (the hidden size)
     trace: bool = False  # stamp each task's wait and run times (benchmarks/where_time_goes.py)
@@ -86,9 +88,23 @@ class KernelConfig:
         return self.red_offset + _align16(self.red_floats * 4)
 
     @property
+    def part_floats(self) -> int:
+        """k_split's per-warp row sums, two rounds' worth (instructions/cuda/gemv.cuh)."""
+        return 2 * (self.threads // 32) * 2 * self.rows_per_warp if self.k_split > 1 else 0
+
+    @property
+    def part_offset(self) -> int:
+        return self.epi_offset + _align16(self.epi_floats * 4)
+
+    @property
+    def lm_ring_bytes(self) -> int:
+        """The LM head's cp.async ring: warps x stages x rows x 32 lanes x 16 B."""
+        return (self.threads // 32) * self.lm_ring * self.lm_rows_per_warp * 32 * 16
+
+    @property
     def smem_bytes(self) -> int:
         """Dynamic shared memory of one block."""
-        return self.epi_offset + _align16(self.epi_floats * 4)
+        return self.part_offset + _align16(self.part_floats * 4)
 
 
 def _align16(n: int) -> int:
@@ -125,7 +141,7 @@ def config_for(program: Program, spec: ModelSpec,
     knobs = knobs or KernelKnobs()
     max_vec = max(spec.hidden, spec.intermediate, spec.heads * spec.head_dim,
                   spec.group * spec.head_dim)
-    return KernelConfig(
+    cfg = KernelConfig(
         threads=program.launch.threads,
         stage_bytes=_align16(max(program.launch.smem_bytes, MIN_STAGE_BYTES,
                                  knobs.prefetch * min_slot_bytes(program.launch.threads,
@@ -141,9 +157,29 @@ def config_for(program: Program, spec: ModelSpec,
         prefetch=knobs.prefetch,
         lm_rows_per_warp=knobs.lm_rows_per_warp,
         lm_unroll=knobs.lm_unroll,
+        k_split=knobs.k_split,
+        lm_ring=knobs.lm_ring,
         epi_floats=epilogue_operands(program),
         norm_vec=spec.hidden,
     )
+    _check_knobs_fit(cfg)
+    return cfg
+
+
+def _check_knobs_fit(cfg: KernelConfig) -> None:
+    """Kernel knobs that depend on the launch: k_split must divide the block's warps, the
+    LM ring must fit one prefetch slot. Raises ScheduleError (a study prunes the trial)."""
+    warps = cfg.threads // 32
+    if warps % cfg.k_split:
+        raise ScheduleError(f"kernel knob k_split = {cfg.k_split} does not divide the "
+                            f"{warps} warps of a {cfg.threads}-thread block: choose a "
+                            "divisor of the warps, or more threads")
+    if cfg.lm_ring_bytes > cfg.slot_bytes:
+        raise ScheduleError(f"kernel knob lm_ring = {cfg.lm_ring} needs {cfg.lm_ring_bytes} B "
+                            f"of a prefetch slot ({warps} warps x {cfg.lm_ring} stages x "
+                            f"{cfg.lm_rows_per_warp} rows x 512 B); a slot has "
+                            f"{cfg.slot_bytes} B: lower lm_ring or lm_rows_per_warp, or "
+                            "raise smem_bytes or lower prefetch")
 
 
 def _f32_literal(x: float) -> str:
@@ -180,6 +216,10 @@ def config_header(cfg: KernelConfig) -> str:
         f"constexpr int kUnroll = {cfg.unroll};",
         f"constexpr int kLmRowsPerWarp = {cfg.lm_rows_per_warp};",
         f"constexpr int kLmUnroll = {cfg.lm_unroll};",
+        f"constexpr int kKSplit = {cfg.k_split};",
+        f"constexpr int kLmRing = {cfg.lm_ring};",
+        f"constexpr int kPartFloats = {cfg.part_floats};",
+        f"constexpr int kPartOffset = {cfg.part_offset};",
         f"constexpr unsigned kSpinSleepNs = {cfg.spin_sleep_ns}u;",
         f"constexpr bool kTrace = {'true' if cfg.trace else 'false'};",
         f"constexpr int kTraceStamps = {len(TRACE_STAMPS)};",

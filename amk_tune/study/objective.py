@@ -3,7 +3,8 @@
 1. ``space.search_space.suggest`` samples a Schedule, KernelKnobs and a weight format among
    the study's (``StudySetup.weights``).
 2. The two programs a trial will launch are lowered: the prompt launch and the timed launch
-   (amk_tune/bench.py ``run_checked``). A lowering error is a rejection too.
+   (amk_tune/bench.py ``run_checked``). A lowering error is a rejection too, and so are
+   kernel knobs that do not fit the launch (``vm.build.config_for``: k_split, the LM ring).
 3. Both are validated. A rejected trial records its violations in ``user_attrs["reject"]``
    and raises ``optuna.TrialPruned`` here, in the parent: no build, no worker, no GPU.
 4. The worker builds, checks against HF and times it (or simulates). A hang or crash is
@@ -30,6 +31,7 @@ from space.search_space import Candidate, suggest
 from space.weight_format import WHOLE_SPACE, WeightChoices
 from validator import validate
 from vm.analysis import program_stats
+from vm.build import config_for
 from vm.lowering import lower
 from vm.program import Program
 
@@ -84,6 +86,12 @@ class Objective:
         except ScheduleError as e:
             self.reject(trial, [{"program": "lowering", "property": "lowering", "tasks": [],
                                  "message": str(e)}])
+        try:  # the kernel knobs fit these launches (k_split, the LM ring)
+            for program in programs.values():
+                config_for(program, setup.spec, cand.knobs)
+        except ScheduleError as e:
+            self.reject(trial, [{"program": "kernel build", "property": "kernel_knobs",
+                                 "tasks": [], "message": str(e)}])
         found = []
         for what, program in programs.items():
             verdict = validate(program, setup.target)

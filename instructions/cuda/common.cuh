@@ -14,6 +14,7 @@ struct Ctx {
                          // scratch (cfg::kSlotBytes)
   float* red;          // shared: reduction scratch (cfg::kRedFloats)
   float* epi;          // shared: the GEMV epilogue's operands (cfg::kEpiFloats, gemv.cuh)
+  float* part;         // shared: k_split's per-warp row sums (cfg::kPartFloats, gemv.cuh)
   long long* trace;    // trace builds: the running task's stamps (cfg::kTraceStamps)
   int step, position, forced_upto;
 };

@@ -4,9 +4,11 @@
 // and everything after it in fp32.
 //
 // A tile has one row segment, or two of equal length whose rows pair up (gate/up for
-// SiLU-mul, the RoPE halves of a head for QKV): pair i is (s0a + i, s1a + i). A warp takes
-// cfg::kRowsPerWarp pairs at a time; lanes split K into 16-byte chunks, cfg::kUnroll of
-// them in flight per row (kernel knobs, space/kernel_knobs.py).
+// SiLU-mul, the RoPE halves of a head for QKV): pair i is (s0a + i, s1a + i). A group of
+// cfg::kKSplit warps takes cfg::kRowsPerWarp pairs at a time, each warp a share of K; lanes
+// split a warp's share into 16-byte chunks, cfg::kUnroll of them in flight per row (kernel
+// knobs, space/kernel_knobs.py). The LM head (many rows, few staged) can instead stream its
+// rows through a cp.async ring in its slot (lm_rows_ring, cfg::kLmRing stages).
 //
 // gemv_stage() runs kPrefetch - 1 tasks BEFORE the task (vm/cuda/megakernel.cu): weights
 // never depend on activations, so the leading rows of the tile (as many as fit in the
@@ -48,9 +50,11 @@ __device__ __forceinline__ GemvTile gemv_tile(const Ctx& c, const int* rec) {
   t.scale = t.q8 ? f32(c, rec[G::SCALE]) : nullptr;
   t.spr = t.q8 ? t.k / rec[G::QGROUP] : 0;
   t.cpg = t.q8 ? rec[G::QGROUP] / 16 : 0;
-  const int rows = t.n0 * t.nseg, fit = cfg::kSlotBytes / t.row_bytes;
-  t.staged = rows < fit ? rows : fit;
   const int epi = rec[G::EPI];
+  // With an LM ring the slot is the ring (lm_rows_ring), so the LM head stages nothing.
+  const bool ring = cfg::kLmRing > 0 && epi == enc::EPI_LOGITS_ARGMAX;
+  const int rows = t.n0 * t.nseg, fit = ring ? 0 : cfg::kSlotBytes / t.row_bytes;
+  t.staged = rows < fit ? rows : fit;
   t.epi_n = epi == enc::EPI_RESIDUAL ? rows : epi == enc::EPI_QKV_ROPE ? 2 * t.n0 : 0;
   return t;
 }
@@ -88,14 +92,15 @@ __device__ __forceinline__ float dot8(uint4 q, float4 a, float4 b) {
 }
 
 // Lane-partial dot products of R row pairs (pairs i0 .. i0 + R - 1; a pair past the
-// tile's end repeats its last one and is dropped by the caller) with x. Each lane loads U
-// 16-byte chunks of every row before it multiplies them (loads in flight; R and U are the
-// kernel knobs rows_per_warp and unroll, or the LM head's own lm_* pair);
-// each row is still summed chunk by chunk in the same order, whatever the knobs. Q8: int8
-// rows, each chunk's sum times its scale (gemv_int8.cuh).
-template <int NSEG, bool Q8, int R, int U>
+// tile's end repeats its last one and is dropped by the caller) with x, over share ``part``
+// of S: the warp takes chunk blocks of 32 U chunks round-robin with the S - 1 other warps
+// of its group. Each lane loads U 16-byte chunks of every row before it multiplies them
+// (loads in flight; R, U, S are the kernel knobs rows_per_warp, unroll and k_split, or the
+// LM head's lm_* pair with S = 1). For S = 1 each row is summed chunk by chunk in the same
+// order whatever R and U. Q8: int8 rows, each chunk's sum times its scale (gemv_int8.cuh).
+template <int NSEG, bool Q8, int R, int U, int S>
 __device__ __forceinline__ void rows_dot(const Ctx& c, const GemvTile& t, int i0, int lane,
-                                         float (&y)[NSEG][R]) {
+                                         int part, float (&y)[NSEG][R]) {
   const float4* x = reinterpret_cast<const float4*>(c.x);
   const int cpr = t.row_bytes / 16;
   const uint4* w[NSEG][R];
@@ -115,7 +120,7 @@ __device__ __forceinline__ void rows_dot(const Ctx& c, const GemvTile& t, int i0
       y[s][r] = 0.f;
     }
   }
-  for (int ch0 = lane; ch0 < cpr; ch0 += 32 * U) {
+  for (int ch0 = lane + 32 * U * part; ch0 < cpr; ch0 += 32 * U * S) {
     uint4 q[U][NSEG][R];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
@@ -176,50 +181,160 @@ __device__ void qkv_rope_store(const Ctx& c, const int* rec, int p, float lo, fl
   out[base + half + p] = hi;
 }
 
-// The tile's rows: warp w takes pairs [w R, w R + R), then every kWarps R pairs further.
-// ``inv``: the folded RMSNorm's 1 / rms (1 without a norm). Pair i's epilogue operands are
-// c.epi[i] and c.epi[n0 + i] (gemv_prologue).
-template <int NSEG, int R, int U>
+// Pair i's results y0 (and y1 of a second segment): the fused epilogue, by one thread.
+// Pair i's epilogue operands are c.epi[i] and c.epi[n0 + i] (gemv_prologue).
+template <int NSEG>
+__device__ __forceinline__ void gemv_store(const Ctx& c, const int* rec, const GemvTile& t,
+                                           int i, float y0, float y1, float& best,
+                                           int& best_i) {
+  float* dst = f32(c, rec[G::DST]);
+  const int r0 = t.s0a + i, r1 = t.s1a + i;
+  const float e0 = t.epi_n ? c.epi[i] : 0.f, e1 = t.epi_n > t.n0 ? c.epi[t.n0 + i] : 0.f;
+  switch (rec[G::EPI]) {
+    case enc::EPI_STORE:
+      dst[r0] = y0;
+      if (NSEG == 2) dst[r1] = y1;
+      break;
+    case enc::EPI_RESIDUAL:
+      dst[r0] = e0 + y0;
+      if (NSEG == 2) dst[r1] = e1 + y1;
+      break;
+    case enc::EPI_SILU_MUL:
+      dst[r0] = silu(y0) * y1;
+      break;
+    case enc::EPI_QKV_ROPE:
+      qkv_rope_store(c, rec, rec[G::P0] + i, y0, y1, e0, e1);
+      break;
+    case enc::EPI_LOGITS_ARGMAX:
+      dst[(size_t)c.step * rec[G::VOCAB] + r0] = y0;
+      better(best, best_i, y0, r0);
+      break;
+  }
+}
+
+// The tile's rows. Warps form groups of S (k_split); group q takes pairs [q R, q R + R),
+// then every (kWarps / S) R pairs further, each warp of the group a share of K. ``inv``:
+// the folded RMSNorm's 1 / rms (1 without a norm). S > 1: each round the warps leave their
+// sums in c.part (double-buffered by round parity, so one barrier a round suffices: a
+// buffer is rewritten two rounds later, after the next round's barrier, which every
+// reader of it has passed), and the group's first warp adds them in warp order.
+template <int NSEG, int R, int U, int S>
 __device__ __forceinline__ void gemv_rows(const Ctx& c, const int* rec, const GemvTile& t,
                                           float inv, float& best, int& best_i) {
-  const int epi = rec[G::EPI], lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  float* dst = f32(c, rec[G::DST]);
-  for (int i0 = warp * R; i0 < t.n0; i0 += kWarps * R) {
+  static_assert(kWarps % S == 0, "k_split must divide the warps of a block");
+  constexpr int kGroups = kWarps / S;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, part = warp % S;
+  const int rounds = (t.n0 + kGroups * R - 1) / (kGroups * R);  // the same in every warp
+  for (int round = 0; round < rounds; ++round) {
+    const int i0 = (round * kGroups + warp / S) * R;
+    if (S == 1 && i0 >= t.n0) break;
     float y[NSEG][R];
     if (t.q8) {
-      rows_dot<NSEG, true, R, U>(c, t, i0, lane, y);
+      rows_dot<NSEG, true, R, U, S>(c, t, i0, lane, part, y);
     } else {
-      rows_dot<NSEG, false, R, U>(c, t, i0, lane, y);
+      rows_dot<NSEG, false, R, U, S>(c, t, i0, lane, part, y);
     }
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const int i = i0 + r;
-      const float y0 = warp_sum(y[0][r]) * inv;
-      const float y1 = NSEG == 2 ? warp_sum(y[NSEG - 1][r]) * inv : 0.f;
-      if (lane != 0 || i >= t.n0) continue;
-      const int r0 = t.s0a + i, r1 = t.s1a + i;
-      const float e0 = t.epi_n ? c.epi[i] : 0.f, e1 = t.epi_n > t.n0 ? c.epi[t.n0 + i] : 0.f;
-      switch (epi) {
-        case enc::EPI_STORE:
-          dst[r0] = y0;
-          if (NSEG == 2) dst[r1] = y1;
-          break;
-        case enc::EPI_RESIDUAL:
-          dst[r0] = e0 + y0;
-          if (NSEG == 2) dst[r1] = e1 + y1;
-          break;
-        case enc::EPI_SILU_MUL:
-          dst[r0] = silu(y0) * y1;
-          break;
-        case enc::EPI_QKV_ROPE:
-          qkv_rope_store(c, rec, rec[G::P0] + i, y0, y1, e0, e1);
-          break;
-        case enc::EPI_LOGITS_ARGMAX:
-          dst[(size_t)c.step * rec[G::VOCAB] + r0] = y0;
-          better(best, best_i, y0, r0);
-          break;
+    for (int s = 0; s < NSEG; ++s)
+#pragma unroll
+      for (int r = 0; r < R; ++r) y[s][r] = warp_sum(y[s][r]);
+    if (S > 1) {
+      float* buf = c.part + (round & 1) * (kWarps * NSEG * R);  // [warp][seg][r]
+      if (lane == 0)
+#pragma unroll
+        for (int s = 0; s < NSEG; ++s)
+#pragma unroll
+          for (int r = 0; r < R; ++r) buf[(warp * NSEG + s) * R + r] = y[s][r];
+      __syncthreads();
+      if (part != 0) continue;
+#pragma unroll
+      for (int s = 0; s < NSEG; ++s)
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          float v = 0.f;
+          for (int q = warp; q < warp + S; ++q) v += buf[(q * NSEG + s) * R + r];
+          y[s][r] = v;
+        }
+    }
+    if (lane != 0) continue;
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+      if (i0 + r < t.n0)
+        gemv_store<NSEG>(c, rec, t, i0 + r, y[0][r] * inv, NSEG == 2 ? y[NSEG - 1][r] * inv : 0.f,
+                         best, best_i);
+  }
+}
+
+// The LM head's rows through a cp.async ring (cfg::kLmRing = D > 0 stages): warp w takes
+// pairs [w R, w R + R), then every kWarps R further, like gemv_rows with S = 1, but its
+// loads go to its own [D][R][32] 16-byte ring in the task's slot, so D R loads per lane
+// stay in flight across chunk blocks and rows without registers to hold them. The warp's
+// items are (rows i0 .. i0 + R - 1, chunk block b) in order; the fetcher runs D - 1 items
+// ahead of the consumer. A lane copies and reads back only its own ring entries, so its
+// cp.async.wait_group is the only ordering needed; a stage is refilled one item after its
+// values were used (the FMAs consumed them before the copy issues). The groups committed
+// here are younger than the prefetched weights' groups and all are waited for, so the
+// megakernel's group accounting still holds after the task.
+template <bool Q8, int R, int D>
+__device__ __forceinline__ void lm_rows_ring(const Ctx& c, const int* rec, const GemvTile& t,
+                                             float inv, float& best, int& best_i) {
+  static_assert(kWarps * D * R * 32 * 16 <= cfg::kSlotBytes, "the LM ring outgrows a slot");
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int cpr = t.row_bytes / 16, nb = (cpr + 31) / 32;
+  uint4* ring = reinterpret_cast<uint4*>(c.stage) + (size_t)warp * D * R * 32 + lane;
+  const float4* x = reinterpret_cast<const float4*>(c.x);
+  // The row of pair i0 + r (a pair past the tile's end repeats the last; dropped below).
+  auto row = [&](int i0, int r) { return t.s0a + (i0 + r < t.n0 ? i0 + r : t.n0 - 1); };
+  int f_i0 = warp * R, f_b = 0, f_stage = 0;  // the next item to fetch
+  auto fetch = [&]() {
+    if (f_i0 < t.n0) {
+      const int ch = f_b * 32 + lane;
+      if (ch < cpr)
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+          cp_async16(ring + (f_stage * R + r) * 32,
+                     reinterpret_cast<const unsigned char*>(t.w) +
+                         (size_t)row(f_i0, r) * t.row_bytes + (size_t)ch * 16);
+      if (++f_b == nb) {
+        f_b = 0;
+        f_i0 += kWarps * R;
       }
     }
+    cp_async_commit();
+    f_stage = f_stage == D - 1 ? 0 : f_stage + 1;
+  };
+  for (int k = 0; k < D - 1; ++k) fetch();
+  float y[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) y[r] = 0.f;
+  int b = 0, stage = 0;
+  for (int i0 = warp * R; i0 < t.n0;) {
+    fetch();
+    asm volatile("cp.async.wait_group %0;" ::"n"(D - 1) : "memory");  // this item landed
+    const int ch = b * 32 + lane;
+    if (ch < cpr) {
+      const uint4* q = ring + stage * R * 32;
+      if constexpr (Q8) {
+        const int g = ch / t.cpg;
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+          y[r] += dot16_i8(q[r * 32], x + 4 * ch) * __ldg(t.scale + (size_t)row(i0, r) * t.spr + g);
+      } else {
+        const float4 xa = x[2 * ch], xb = x[2 * ch + 1];
+#pragma unroll
+        for (int r = 0; r < R; ++r) y[r] += dot8(q[r * 32], xa, xb);
+      }
+    }
+    stage = stage == D - 1 ? 0 : stage + 1;
+    if (++b < nb) continue;
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const float v = warp_sum(y[r]) * inv;
+      y[r] = 0.f;
+      if (lane == 0 && i0 + r < t.n0) gemv_store<1>(c, rec, t, i0 + r, v, 0.f, best, best_i);
+    }
+    b = 0;
+    i0 += kWarps * R;
   }
 }
 
@@ -309,11 +424,19 @@ __device__ void gemv_run(const Ctx& c, const int* rec) {
   float best = neg_inf();
   int best_i = 0x7fffffff;
   if (rec[G::EPI] == enc::EPI_LOGITS_ARGMAX) {  // one segment; the LM head's own knobs
-    gemv_rows<1, cfg::kLmRowsPerWarp, cfg::kLmUnroll>(c, rec, t, inv, best, best_i);
+    if constexpr (cfg::kLmRing > 0) {
+      if (t.q8) {
+        lm_rows_ring<true, cfg::kLmRowsPerWarp, cfg::kLmRing>(c, rec, t, inv, best, best_i);
+      } else {
+        lm_rows_ring<false, cfg::kLmRowsPerWarp, cfg::kLmRing>(c, rec, t, inv, best, best_i);
+      }
+    } else {
+      gemv_rows<1, cfg::kLmRowsPerWarp, cfg::kLmUnroll, 1>(c, rec, t, inv, best, best_i);
+    }
   } else if (t.nseg == 2) {
-    gemv_rows<2, cfg::kRowsPerWarp, cfg::kUnroll>(c, rec, t, inv, best, best_i);
+    gemv_rows<2, cfg::kRowsPerWarp, cfg::kUnroll, cfg::kKSplit>(c, rec, t, inv, best, best_i);
   } else {
-    gemv_rows<1, cfg::kRowsPerWarp, cfg::kUnroll>(c, rec, t, inv, best, best_i);
+    gemv_rows<1, cfg::kRowsPerWarp, cfg::kUnroll, cfg::kKSplit>(c, rec, t, inv, best, best_i);
   }
   phase(c, 5);
   if (rec[G::EPI] == enc::EPI_LOGITS_ARGMAX) {

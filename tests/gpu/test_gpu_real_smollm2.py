@@ -51,3 +51,20 @@ def test_real_model_matches_hf(real, reference, sched, steps):
     print("text:", real.tokenizer.decode(gen.tokens))
     assert verdict.passed, verdict.message
     assert len(gen.tokens) == NEW_TOKENS
+
+
+def test_real_model_matches_hf_with_k_split_and_the_lm_ring(real, reference):
+    """The two kernel knobs that change how a row is read: split over warps (the sums
+    added in another order) and the LM head streamed through its cp.async ring."""
+    from amk_tune.oracle import compare
+    from space.kernel_knobs import KernelKnobs
+
+    ids, ref = reference
+    knobs = KernelKnobs(rows_per_warp=2, unroll=2, k_split=2, prefetch=2, lm_rows_per_warp=4,
+                        lm_ring=4)
+    gen = greedy_generate(real.weights, Schedule(steps_per_launch=8, smem_bytes=131072),
+                          get_target("h100"), ids, NEW_TOKENS,
+                          gpu_runner(real.weights, knobs=knobs))
+    verdict = compare(ref, gen.tokens, gen.logits)
+    print(f"smollm2-135m-instruct k_split 2 + lm_ring 4: {verdict.message}")
+    assert verdict.passed, verdict.message

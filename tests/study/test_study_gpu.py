@@ -15,7 +15,8 @@ from vm.gpu_runner import gpu_runner
 
 pytestmark = pytest.mark.gpu
 H100 = get_target("h100")
-KNOBS = [KernelKnobs(2, 2, 0), KernelKnobs(1, 4, 256), KernelKnobs(4, 4, 32)]
+KNOBS = [KernelKnobs(2, 2, 0), KernelKnobs(1, 4, 256), KernelKnobs(4, 4, 32),
+         KernelKnobs(rows_per_warp=2, unroll=2, k_split=4, lm_ring=2, lm_rows_per_warp=2)]
 SCHEDULES = {
     "default": Schedule(steps_per_launch=4),
     "unfused": Schedule(fuse_norm=False, fuse_rope=False, fuse_residual=False, fuse_silu=False,

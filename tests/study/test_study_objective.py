@@ -149,6 +149,15 @@ def test_a_group_that_does_not_fit_the_model_is_rejected_statically():
     assert v["property"] == "lowering" and "quantisation group 64" in v["message"]
 
 
+def test_kernel_knobs_that_do_not_fit_the_launch_are_pruned_before_the_worker():
+    worker = FakeWorker(_result())
+    study = _run(worker, {**default_params(), "threads": 128, "k_split": 8})
+    (t,) = study.trials
+    assert t.state == TrialState.PRUNED and worker.requests == []
+    (v,) = t.user_attrs["reject"]
+    assert v["property"] == "kernel_knobs" and "k_split = 8 does not divide" in v["message"]
+
+
 def test_a_measured_study_without_baselines_says_so():
     """--no-baselines (StudyOptions.baselines=False): the worker times no torch baseline,
     trials carry no baseline ratio, and the summary says why the rows are missing."""

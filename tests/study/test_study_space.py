@@ -14,7 +14,15 @@ from amk_tune.errors import BuildError, ScheduleError
 from amk_tune.model.presets import preset_spec
 from amk_tune.targets import get_target
 from space import search_space as ss
-from space.kernel_knobs import PREFETCH, ROWS_PER_WARP, SPIN_SLEEP_NS, UNROLL, KernelKnobs
+from space.kernel_knobs import (
+    K_SPLIT,
+    LM_RING,
+    PREFETCH,
+    ROWS_PER_WARP,
+    SPIN_SLEEP_NS,
+    UNROLL,
+    KernelKnobs,
+)
 from space.schedule import SM_POLICIES, Schedule
 from space.weight_format import QUANT_GROUPS, WeightChoices, WeightFormat
 from tests.conftest import TINY
@@ -60,6 +68,8 @@ VARIANTS = [
     *({"prefetch": n} for n in PREFETCH if n != KernelKnobs().prefetch),
     *({"lm_rows_per_warp": n} for n in ROWS_PER_WARP if n != 1),
     *({"lm_unroll": n} for n in UNROLL if n != 1),
+    *({"k_split": n} for n in K_SPLIT if n != 1),
+    *({"lm_ring": n} for n in LM_RING if n != 0),
     *({"dtype": "int8", "quant_group": g} for g in QUANT_GROUPS),
 ]
 
@@ -99,12 +109,28 @@ def test_kernel_knobs_change_the_compiled_binary(tmp_path, monkeypatch):
     monkeypatch.setenv("AMK_CACHE", str(tmp_path))
     program = lower(TINY, Schedule(), H100)
     keys, cubins = set(), set()
-    for knobs in (KernelKnobs(), KernelKnobs(rows_per_warp=2, unroll=2),
-                  KernelKnobs(spin_sleep_ns=0), KernelKnobs(prefetch=3)):
+    variants = (KernelKnobs(), KernelKnobs(rows_per_warp=2, unroll=2),
+                KernelKnobs(spin_sleep_ns=0), KernelKnobs(prefetch=3), KernelKnobs(k_split=2),
+                KernelKnobs(lm_ring=4))
+    for knobs in variants:
         built = build.build(build.config_for(program, TINY, knobs), "sm_90")
         keys.add(built.key)
         cubins.add(built.cubin.read_bytes())
-    assert len(keys) == 4 and len(cubins) == 4
+    assert len(keys) == len(variants) and len(cubins) == len(variants)
+
+
+@pytest.mark.parametrize(("schedule", "knobs", "message"), [
+    (Schedule(threads=128), KernelKnobs(k_split=8),
+     r"k_split = 8 does not divide the 4 warps of a 128-thread block"),
+    (Schedule(threads=1024, smem_bytes=0), KernelKnobs(lm_ring=2),
+     r"lm_ring = 2 needs 32768 B of a prefetch slot .* a slot has 16384 B"),
+    (Schedule(smem_bytes=65536), KernelKnobs(lm_ring=8, lm_rows_per_warp=4, prefetch=2),
+     r"lm_ring = 8 needs 131072 B .* a slot has 32768 B: lower lm_ring"),
+])
+def test_kernel_knobs_that_do_not_fit_the_launch_are_named(schedule, knobs, message):
+    program = lower(TINY, schedule, H100)
+    with pytest.raises(ScheduleError, match=message):
+        build.config_for(program, TINY, knobs)
 
 
 def test_conditional_knobs_only_under_their_parent():

@@ -74,6 +74,7 @@ amk_megakernel(const int* __restrict__ tasks, const int* __restrict__ offsets,
   c.x = reinterpret_cast<float*>(smem + cfg::kXOffset);
   c.red = reinterpret_cast<float*>(smem + cfg::kRedOffset);
   c.epi = reinterpret_cast<float*>(smem + cfg::kEpiOffset);
+  c.part = reinterpret_cast<float*>(smem + cfg::kPartOffset);
   c.position = position;
   c.forced_upto = forced_upto;
   const int q0 = offsets[blockIdx.x], n = offsets[blockIdx.x + 1] - q0, total = steps * n;
