@@ -84,7 +84,7 @@ def test_simulated_int8_study_searches_its_groups_on_their_own_weights(tmp_path,
     url = f"sqlite:///{tmp_path / 'amk.db'}"
     argv = ["study", "--model", "smollm2-135m", "--layers", "1", "--simulate", "--prompt-len",
             "3", "--seed", "1", "--dtype", "int8", "--no-prior", "--storage", url]
-    assert main([*argv, "--trials", "6"]) == 0
+    assert main([*argv, "--trials", "9"]) == 0
     study = optuna.load_study(study_name="smollm2-135m-1l-h100-int8-simulated", storage=url)
     assert study.user_attrs["dtype"] == "int8" and study.user_attrs["quant_groups"] == [0, 32, 64]
     done = [t for t in study.trials if t.state == TrialState.COMPLETE]
