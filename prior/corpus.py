@@ -38,8 +38,8 @@ COLUMNS = ("study", "trial", "model", *MODEL_FIELDS, "gpu", *GPU_FIELDS, "dtype"
            *KNOB_FIELDS, "quant_group", "state", "reason", "us_per_token", "floor_us",
            "measurement", "date")
 # columns a corpus written before them lacks, and what its rows mean there (bf16: no group;
-# kernels before k_split and lm_ring: one warp per row, the LM head through registers)
-LATER_COLUMNS = {"quant_group": 0, "k_split": 1, "lm_ring": 0}
+# kernels before k_split and the rings: one warp per row, every tile through registers)
+LATER_COLUMNS = {"quant_group": 0, "k_split": 1, "lm_ring": 0, "ring": 0}
 STATES = ("complete", "infeasible", "pruned", "fail")
 
 

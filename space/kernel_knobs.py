@@ -21,6 +21,9 @@ sums, then added); with the others each output row is summed in the same order.
   streams them through a ring of D stages of cp.async copies in the LM task's own slot
   (``lm_rows_per_warp`` rows x 512 B per warp and stage): D x rows loads per lane stay in
   flight across chunk blocks and rows, at no register cost. It must fit one slot.
+- ``ring``: the same for the one-segment layer tiles (O, down) whose rows outgrow their
+  slot (``rows_per_warp`` rows per stage); such a tile then stages nothing. 0: staged
+  leading rows, the rest through registers.
 - ``prefetch``: tasks whose weights a block has in flight (the prefetch ring's slots in
   shared memory): 1 stages a task's weights only while it waits on its own inputs; more
   stream later tasks' weights while earlier tasks wait and run.
@@ -44,6 +47,7 @@ SPIN_SLEEP_NS = (0, 32, 64, 256)
 PREFETCH = (1, 2, 3, 4)
 K_SPLIT = (1, 2, 4, 8)
 LM_RING = (0, 2, 4, 8)
+RING = (0, 2, 4, 8)
 
 
 @dataclass(frozen=True)
@@ -58,12 +62,13 @@ class KernelKnobs:
     lm_unroll: int = 1
     k_split: int = 1
     lm_ring: int = 0
+    ring: int = 0
 
     def __post_init__(self) -> None:
         for name, allowed in (("rows_per_warp", ROWS_PER_WARP), ("unroll", UNROLL),
                               ("prefetch", PREFETCH), ("lm_rows_per_warp", ROWS_PER_WARP),
                               ("lm_unroll", UNROLL), ("k_split", K_SPLIT),
-                              ("lm_ring", LM_RING)):
+                              ("lm_ring", LM_RING), ("ring", RING)):
             v = getattr(self, name)
             if isinstance(v, bool) or v not in allowed:
                 raise ScheduleError(f"kernel knob {name} = {v!r}: choose one of {allowed}")

@@ -24,6 +24,7 @@ from space.kernel_knobs import (
     K_SPLIT,
     LM_RING,
     PREFETCH,
+    RING,
     ROWS_PER_WARP,
     SPIN_SLEEP_NS,
     UNROLL,
@@ -87,6 +88,7 @@ def suggest(trial: optuna.Trial, target: Target,
         lm_unroll=trial.suggest_categorical("lm_unroll", UNROLL),
         k_split=trial.suggest_categorical("k_split", K_SPLIT),
         lm_ring=trial.suggest_categorical("lm_ring", LM_RING),
+        ring=trial.suggest_categorical("ring", RING),
     )
     return Candidate(schedule, knobs, weights.suggest(trial))
 
@@ -103,7 +105,7 @@ def default_params(weights: WeightChoices = WHOLE_SPACE) -> dict[str, Any]:
         "threads": s.threads, "smem_bytes": s.smem_bytes, "rows_per_warp": k.rows_per_warp,
         "unroll": k.unroll, "spin_sleep_ns": k.spin_sleep_ns, "prefetch": k.prefetch,
         "lm_rows_per_warp": k.lm_rows_per_warp, "lm_unroll": k.lm_unroll,
-        "k_split": k.k_split, "lm_ring": k.lm_ring,
+        "k_split": k.k_split, "lm_ring": k.lm_ring, "ring": k.ring,
     }
 
 

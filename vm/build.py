@@ -63,6 +63,7 @@ class KernelConfig:
     lm_unroll: int = 1
     k_split: int = 1
     lm_ring: int = 0
+    ring: int = 0
     epi_floats: int = 1  # most epilogue operands of one GEMV tile (epilogue_operands)
     norm_vec: int = 0  # longest input a GEMV folds an RMSNorm into (the hidden size)
     trace: bool = False  # stamp each task's wait and run times (benchmarks/where_time_goes.py)
@@ -100,6 +101,11 @@ class KernelConfig:
     def lm_ring_bytes(self) -> int:
         """The LM head's cp.async ring: warps x stages x rows x 32 lanes x 16 B."""
         return (self.threads // 32) * self.lm_ring * self.lm_rows_per_warp * 32 * 16
+
+    @property
+    def ring_bytes(self) -> int:
+        """The layer tiles' cp.async ring, as ``lm_ring_bytes``."""
+        return (self.threads // 32) * self.ring * self.rows_per_warp * 32 * 16
 
     @property
     def smem_bytes(self) -> int:
@@ -159,6 +165,7 @@ def config_for(program: Program, spec: ModelSpec,
         lm_unroll=knobs.lm_unroll,
         k_split=knobs.k_split,
         lm_ring=knobs.lm_ring,
+        ring=knobs.ring,
         epi_floats=epilogue_operands(program),
         norm_vec=spec.hidden,
     )
@@ -168,18 +175,21 @@ def config_for(program: Program, spec: ModelSpec,
 
 def _check_knobs_fit(cfg: KernelConfig) -> None:
     """Kernel knobs that depend on the launch: k_split must divide the block's warps, the
-    LM ring must fit one prefetch slot. Raises ScheduleError (a study prunes the trial)."""
+    rings must fit one prefetch slot. Raises ScheduleError (a study prunes the trial)."""
     warps = cfg.threads // 32
     if warps % cfg.k_split:
         raise ScheduleError(f"kernel knob k_split = {cfg.k_split} does not divide the "
                             f"{warps} warps of a {cfg.threads}-thread block: choose a "
                             "divisor of the warps, or more threads")
-    if cfg.lm_ring_bytes > cfg.slot_bytes:
-        raise ScheduleError(f"kernel knob lm_ring = {cfg.lm_ring} needs {cfg.lm_ring_bytes} B "
-                            f"of a prefetch slot ({warps} warps x {cfg.lm_ring} stages x "
-                            f"{cfg.lm_rows_per_warp} rows x 512 B); a slot has "
-                            f"{cfg.slot_bytes} B: lower lm_ring or lm_rows_per_warp, or "
-                            "raise smem_bytes or lower prefetch")
+    for name, stages, rows, need in (("lm_ring", cfg.lm_ring, "lm_rows_per_warp",
+                                      cfg.lm_ring_bytes),
+                                     ("ring", cfg.ring, "rows_per_warp", cfg.ring_bytes)):
+        if need > cfg.slot_bytes:
+            raise ScheduleError(
+                f"kernel knob {name} = {stages} needs {need} B of a prefetch slot ({warps} "
+                f"warps x {stages} stages x {getattr(cfg, rows)} rows x 512 B); a slot has "
+                f"{cfg.slot_bytes} B: lower {name} or {rows}, or raise smem_bytes or lower "
+                "prefetch")
 
 
 def _f32_literal(x: float) -> str:
@@ -218,6 +228,7 @@ def config_header(cfg: KernelConfig) -> str:
         f"constexpr int kLmUnroll = {cfg.lm_unroll};",
         f"constexpr int kKSplit = {cfg.k_split};",
         f"constexpr int kLmRing = {cfg.lm_ring};",
+        f"constexpr int kRing = {cfg.ring};",
         f"constexpr int kPartFloats = {cfg.part_floats};",
         f"constexpr int kPartOffset = {cfg.part_offset};",
         f"constexpr unsigned kSpinSleepNs = {cfg.spin_sleep_ns}u;",

@@ -7,8 +7,9 @@
 // SiLU-mul, the RoPE halves of a head for QKV): pair i is (s0a + i, s1a + i). A group of
 // cfg::kKSplit warps takes cfg::kRowsPerWarp pairs at a time, each warp a share of K; lanes
 // split a warp's share into 16-byte chunks, cfg::kUnroll of them in flight per row (kernel
-// knobs, space/kernel_knobs.py). The LM head (many rows, few staged) can instead stream its
-// rows through a cp.async ring in its slot (lm_rows_ring, cfg::kLmRing stages).
+// knobs, space/kernel_knobs.py). The LM head (many rows, few staged), and one-segment layer
+// tiles too big for their slot, can instead stream their rows through a cp.async ring in
+// the slot (rows_ring; cfg::kLmRing, cfg::kRing stages).
 //
 // gemv_stage() runs kPrefetch - 1 tasks BEFORE the task (vm/cuda/megakernel.cu): weights
 // never depend on activations, so the leading rows of the tile (as many as fit in the
@@ -34,6 +35,7 @@ struct GemvTile {
   const float* scale;  // int8: [rows][spr] scales, one per cpg 16-byte chunks of a row
   int spr, cpg;
   int staged;      // leading tile rows held in the slot
+  bool ring;       // streamed through a cp.async ring in the slot instead (rows_ring)
   int epi_n;       // epilogue operands (epi_operand), at most cfg::kEpiFloats
 };
 
@@ -51,9 +53,13 @@ __device__ __forceinline__ GemvTile gemv_tile(const Ctx& c, const int* rec) {
   t.spr = t.q8 ? t.k / rec[G::QGROUP] : 0;
   t.cpg = t.q8 ? rec[G::QGROUP] / 16 : 0;
   const int epi = rec[G::EPI];
-  // With an LM ring the slot is the ring (lm_rows_ring), so the LM head stages nothing.
-  const bool ring = cfg::kLmRing > 0 && epi == enc::EPI_LOGITS_ARGMAX;
-  const int rows = t.n0 * t.nseg, fit = ring ? 0 : cfg::kSlotBytes / t.row_bytes;
+  const int rows = t.n0 * t.nseg;
+  // A ringed tile's slot is its ring (rows_ring), so it stages nothing: the LM head with
+  // an LM ring; a one-segment layer tile with a ring when its rows outgrow the slot.
+  t.ring = epi == enc::EPI_LOGITS_ARGMAX
+               ? cfg::kLmRing > 0
+               : cfg::kRing > 0 && t.nseg == 1 && (long long)rows * t.row_bytes > cfg::kSlotBytes;
+  const int fit = t.ring ? 0 : cfg::kSlotBytes / t.row_bytes;
   t.staged = rows < fit ? rows : fit;
   t.epi_n = epi == enc::EPI_RESIDUAL ? rows : epi == enc::EPI_QKV_ROPE ? 2 * t.n0 : 0;
   return t;
@@ -265,7 +271,8 @@ __device__ __forceinline__ void gemv_rows(const Ctx& c, const int* rec, const Ge
   }
 }
 
-// The LM head's rows through a cp.async ring (cfg::kLmRing = D > 0 stages): warp w takes
+// A one-segment tile's rows through a cp.async ring of D stages (the LM head: cfg::kLmRing,
+// a layer tile too big for its slot: cfg::kRing): warp w takes
 // pairs [w R, w R + R), then every kWarps R further, like gemv_rows with S = 1, but its
 // loads go to its own [D][R][32] 16-byte ring in the task's slot, so D R loads per lane
 // stay in flight across chunk blocks and rows without registers to hold them. The warp's
@@ -276,9 +283,9 @@ __device__ __forceinline__ void gemv_rows(const Ctx& c, const int* rec, const Ge
 // here are younger than the prefetched weights' groups and all are waited for, so the
 // megakernel's group accounting still holds after the task.
 template <bool Q8, int R, int D>
-__device__ __forceinline__ void lm_rows_ring(const Ctx& c, const int* rec, const GemvTile& t,
-                                             float inv, float& best, int& best_i) {
-  static_assert(kWarps * D * R * 32 * 16 <= cfg::kSlotBytes, "the LM ring outgrows a slot");
+__device__ __forceinline__ void rows_ring(const Ctx& c, const int* rec, const GemvTile& t,
+                                          float inv, float& best, int& best_i) {
+  static_assert(kWarps * D * R * 32 * 16 <= cfg::kSlotBytes, "the ring outgrows a slot");
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int cpr = t.row_bytes / 16, nb = (cpr + 31) / 32;
   uint4* ring = reinterpret_cast<uint4*>(c.stage) + (size_t)warp * D * R * 32 + lane;
@@ -414,6 +421,24 @@ __device__ float gemv_prologue(const Ctx& c, const int* rec, const GemvTile& t) 
   return 1.0f / sqrtf(total / (float)n + cfg::kRmsEps);
 }
 
+// A one-segment tile: through its ring (D > 0 stages, t.ring), else from the slot and
+// registers.
+template <int R, int U, int S, int D>
+__device__ __forceinline__ void one_segment(const Ctx& c, const int* rec, const GemvTile& t,
+                                            float inv, float& best, int& best_i) {
+  if constexpr (D > 0) {
+    if (t.ring) {
+      if (t.q8) {
+        rows_ring<true, R, D>(c, rec, t, inv, best, best_i);
+      } else {
+        rows_ring<false, R, D>(c, rec, t, inv, best, best_i);
+      }
+      return;
+    }
+  }
+  gemv_rows<1, R, U, S>(c, rec, t, inv, best, best_i);
+}
+
 __device__ void gemv_run(const Ctx& c, const int* rec) {
   const GemvTile t = gemv_tile(c, rec);
   cp_async_wait_own();
@@ -424,19 +449,13 @@ __device__ void gemv_run(const Ctx& c, const int* rec) {
   float best = neg_inf();
   int best_i = 0x7fffffff;
   if (rec[G::EPI] == enc::EPI_LOGITS_ARGMAX) {  // one segment; the LM head's own knobs
-    if constexpr (cfg::kLmRing > 0) {
-      if (t.q8) {
-        lm_rows_ring<true, cfg::kLmRowsPerWarp, cfg::kLmRing>(c, rec, t, inv, best, best_i);
-      } else {
-        lm_rows_ring<false, cfg::kLmRowsPerWarp, cfg::kLmRing>(c, rec, t, inv, best, best_i);
-      }
-    } else {
-      gemv_rows<1, cfg::kLmRowsPerWarp, cfg::kLmUnroll, 1>(c, rec, t, inv, best, best_i);
-    }
+    one_segment<cfg::kLmRowsPerWarp, cfg::kLmUnroll, 1, cfg::kLmRing>(c, rec, t, inv, best,
+                                                                     best_i);
   } else if (t.nseg == 2) {
     gemv_rows<2, cfg::kRowsPerWarp, cfg::kUnroll, cfg::kKSplit>(c, rec, t, inv, best, best_i);
   } else {
-    gemv_rows<1, cfg::kRowsPerWarp, cfg::kUnroll, cfg::kKSplit>(c, rec, t, inv, best, best_i);
+    one_segment<cfg::kRowsPerWarp, cfg::kUnroll, cfg::kKSplit, cfg::kRing>(c, rec, t, inv, best,
+                                                                          best_i);
   }
   phase(c, 5);
   if (rec[G::EPI] == enc::EPI_LOGITS_ARGMAX) {

@@ -18,6 +18,7 @@ from space.kernel_knobs import (
     K_SPLIT,
     LM_RING,
     PREFETCH,
+    RING,
     ROWS_PER_WARP,
     SPIN_SLEEP_NS,
     UNROLL,
@@ -70,6 +71,7 @@ VARIANTS = [
     *({"lm_unroll": n} for n in UNROLL if n != 1),
     *({"k_split": n} for n in K_SPLIT if n != 1),
     *({"lm_ring": n} for n in LM_RING if n != 0),
+    *({"ring": n} for n in RING if n != 0),
     *({"dtype": "int8", "quant_group": g} for g in QUANT_GROUPS),
 ]
 
@@ -111,7 +113,7 @@ def test_kernel_knobs_change_the_compiled_binary(tmp_path, monkeypatch):
     keys, cubins = set(), set()
     variants = (KernelKnobs(), KernelKnobs(rows_per_warp=2, unroll=2),
                 KernelKnobs(spin_sleep_ns=0), KernelKnobs(prefetch=3), KernelKnobs(k_split=2),
-                KernelKnobs(lm_ring=4))
+                KernelKnobs(lm_ring=4), KernelKnobs(ring=2))
     for knobs in variants:
         built = build.build(build.config_for(program, TINY, knobs), "sm_90")
         keys.add(built.key)
@@ -126,6 +128,8 @@ def test_kernel_knobs_change_the_compiled_binary(tmp_path, monkeypatch):
      r"lm_ring = 2 needs 32768 B of a prefetch slot .* a slot has 16384 B"),
     (Schedule(smem_bytes=65536), KernelKnobs(lm_ring=8, lm_rows_per_warp=4, prefetch=2),
      r"lm_ring = 8 needs 131072 B .* a slot has 32768 B: lower lm_ring"),
+    (Schedule(threads=512, smem_bytes=65536), KernelKnobs(ring=8, rows_per_warp=2),
+     r"ring = 8 needs 131072 B .*16 warps x 8 stages x 2 rows .* lower ring or rows_per_warp"),
 ])
 def test_kernel_knobs_that_do_not_fit_the_launch_are_named(schedule, knobs, message):
     program = lower(TINY, schedule, H100)
