@@ -40,11 +40,13 @@ def test_kernel_knobs_compute_what_the_reference_vm_computes(spec, knobs, sched)
     assert np.all(np.abs(gpu.logits - ref.logits) <= 1e-5 + 2e-5 * scale)
 
 
-@pytest.mark.parametrize("group", [None, 0, 16], ids=["bf16", "int8", "int8-g16"])
-@pytest.mark.parametrize("spec", [TINY, TINY_UNTIED], ids=lambda s: s.name)
+@pytest.mark.parametrize(("spec", "group"), [(TINY, None), (TINY, 0), (TINY, 16),
+                                            (TINY_UNTIED, None)],
+                         ids=["tiny-bf16", "tiny-int8", "tiny-int8-g16", "tiny-untied-bf16"])
 def test_the_layer_ring_computes_what_the_reference_vm_computes(spec, group):
-    """One tile per projection and 5 KiB slots: the O and down tiles outgrow their slot, so
-    with ``ring`` they stream through it (gemv.cuh: rows_ring) instead of staging."""
+    """One tile per projection and 5 KiB slots: the down tile outgrows its slot, so with
+    ``ring`` it streams through it (gemv.cuh: rows_ring) instead of staging. (tiny-untied's
+    int8 down tile, 3.75 KiB, would fit: it is not a case of this test.)"""
     from amk_tune.model.quantise import to_storage
     from vm import build
     from vm.lowering import lower
