@@ -24,6 +24,8 @@ sums, then added); with the others each output row is summed in the same order.
 - ``ring``: the same for the one-segment layer tiles (O, down) whose rows outgrow their
   slot (``rows_per_warp`` rows per stage); such a tile then stages nothing. 0: staged
   leading rows, the rest through registers.
+- ``ring_pairs`` (with ``ring`` > 0): the two-segment tiles (gate/up, QKV) that outgrow
+  their slot take the ring too, both rows of each pair per stage.
 - ``prefetch``: tasks whose weights a block has in flight (the prefetch ring's slots in
   shared memory): 1 stages a task's weights only while it waits on its own inputs; more
   stream later tasks' weights while earlier tasks wait and run.
@@ -63,6 +65,7 @@ class KernelKnobs:
     k_split: int = 1
     lm_ring: int = 0
     ring: int = 0
+    ring_pairs: bool = False
 
     def __post_init__(self) -> None:
         for name, allowed in (("rows_per_warp", ROWS_PER_WARP), ("unroll", UNROLL),
@@ -72,12 +75,17 @@ class KernelKnobs:
             v = getattr(self, name)
             if isinstance(v, bool) or v not in allowed:
                 raise ScheduleError(f"kernel knob {name} = {v!r}: choose one of {allowed}")
+        if not isinstance(self.ring_pairs, bool):
+            raise ScheduleError(f"kernel knob ring_pairs = {self.ring_pairs!r}: true or false")
+        if self.ring_pairs and not self.ring:
+            raise ScheduleError("kernel knob ring_pairs = true needs ring > 0: it says which "
+                                "tiles the layer ring takes")
         v = self.spin_sleep_ns
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 1_000_000:
             raise ScheduleError(f"kernel knob spin_sleep_ns = {v!r}: an integer from 0 to "
                                 "1000000 (nanoseconds)")
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, int | bool]:
         return dataclasses.asdict(self)
 
     @staticmethod

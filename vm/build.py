@@ -64,6 +64,7 @@ class KernelConfig:
     k_split: int = 1
     lm_ring: int = 0
     ring: int = 0
+    ring_pairs: bool = False
     epi_floats: int = 1  # most epilogue operands of one GEMV tile (epilogue_operands)
     norm_vec: int = 0  # longest input a GEMV folds an RMSNorm into (the hidden size)
     trace: bool = False  # stamp each task's wait and run times (benchmarks/where_time_goes.py)
@@ -103,9 +104,14 @@ class KernelConfig:
         return (self.threads // 32) * self.lm_ring * self.lm_rows_per_warp * 32 * 16
 
     @property
+    def ring_segments(self) -> int:
+        """Rows per pair a stage of the layer ring holds: 2 once pairs take it."""
+        return 2 if self.ring_pairs else 1
+
+    @property
     def ring_bytes(self) -> int:
-        """The layer tiles' cp.async ring, as ``lm_ring_bytes``."""
-        return (self.threads // 32) * self.ring * self.rows_per_warp * 32 * 16
+        """The layer tiles' cp.async ring, as ``lm_ring_bytes`` (both rows of a pair)."""
+        return (self.threads // 32) * self.ring * self.ring_segments * self.rows_per_warp * 512
 
     @property
     def smem_bytes(self) -> int:
@@ -166,6 +172,7 @@ def config_for(program: Program, spec: ModelSpec,
         k_split=knobs.k_split,
         lm_ring=knobs.lm_ring,
         ring=knobs.ring,
+        ring_pairs=knobs.ring_pairs,
         epi_floats=epilogue_operands(program),
         norm_vec=spec.hidden,
     )
@@ -181,15 +188,16 @@ def _check_knobs_fit(cfg: KernelConfig) -> None:
         raise ScheduleError(f"kernel knob k_split = {cfg.k_split} does not divide the "
                             f"{warps} warps of a {cfg.threads}-thread block: choose a "
                             "divisor of the warps, or more threads")
-    for name, stages, rows, need in (("lm_ring", cfg.lm_ring, "lm_rows_per_warp",
-                                      cfg.lm_ring_bytes),
-                                     ("ring", cfg.ring, "rows_per_warp", cfg.ring_bytes)):
+    for name, stages, rows, per_row, need in (
+            ("lm_ring", cfg.lm_ring, "lm_rows_per_warp", 1, cfg.lm_ring_bytes),
+            ("ring", cfg.ring, "rows_per_warp", cfg.ring_segments, cfg.ring_bytes)):
         if need > cfg.slot_bytes:
+            pairs = " x 2 (ring_pairs)" if per_row == 2 else ""
             raise ScheduleError(
                 f"kernel knob {name} = {stages} needs {need} B of a prefetch slot ({warps} "
-                f"warps x {stages} stages x {getattr(cfg, rows)} rows x 512 B); a slot has "
-                f"{cfg.slot_bytes} B: lower {name} or {rows}, or raise smem_bytes or lower "
-                "prefetch")
+                f"warps x {stages} stages x {getattr(cfg, rows)} rows{pairs} x 512 B); a slot "
+                f"has {cfg.slot_bytes} B: lower {name} or {rows}, or raise smem_bytes or "
+                "lower prefetch")
 
 
 def _f32_literal(x: float) -> str:
@@ -229,6 +237,7 @@ def config_header(cfg: KernelConfig) -> str:
         f"constexpr int kKSplit = {cfg.k_split};",
         f"constexpr int kLmRing = {cfg.lm_ring};",
         f"constexpr int kRing = {cfg.ring};",
+        f"constexpr bool kRingPairs = {'true' if cfg.ring_pairs else 'false'};",
         f"constexpr int kPartFloats = {cfg.part_floats};",
         f"constexpr int kPartOffset = {cfg.part_offset};",
         f"constexpr unsigned kSpinSleepNs = {cfg.spin_sleep_ns}u;",

@@ -7,9 +7,9 @@
 // SiLU-mul, the RoPE halves of a head for QKV): pair i is (s0a + i, s1a + i). A group of
 // cfg::kKSplit warps takes cfg::kRowsPerWarp pairs at a time, each warp a share of K; lanes
 // split a warp's share into 16-byte chunks, cfg::kUnroll of them in flight per row (kernel
-// knobs, space/kernel_knobs.py). The LM head (many rows, few staged), and one-segment layer
-// tiles too big for their slot, can instead stream their rows through a cp.async ring in
-// the slot (rows_ring; cfg::kLmRing, cfg::kRing stages).
+// knobs, space/kernel_knobs.py). The LM head (many rows, few staged), and layer tiles too
+// big for their slot, can instead stream their rows through a cp.async ring in the slot
+// (rows_ring; cfg::kLmRing, cfg::kRing stages, cfg::kRingPairs).
 //
 // gemv_stage() runs kPrefetch - 1 tasks BEFORE the task (vm/cuda/megakernel.cu): weights
 // never depend on activations, so the leading rows of the tile (as many as fit in the
@@ -55,10 +55,12 @@ __device__ __forceinline__ GemvTile gemv_tile(const Ctx& c, const int* rec) {
   const int epi = rec[G::EPI];
   const int rows = t.n0 * t.nseg;
   // A ringed tile's slot is its ring (rows_ring), so it stages nothing: the LM head with
-  // an LM ring; a one-segment layer tile with a ring when its rows outgrow the slot.
+  // an LM ring; a layer tile with a ring when its rows outgrow the slot (two-segment
+  // tiles only with ring_pairs).
   t.ring = epi == enc::EPI_LOGITS_ARGMAX
                ? cfg::kLmRing > 0
-               : cfg::kRing > 0 && t.nseg == 1 && (long long)rows * t.row_bytes > cfg::kSlotBytes;
+               : cfg::kRing > 0 && (t.nseg == 1 || cfg::kRingPairs) &&
+                     (long long)rows * t.row_bytes > cfg::kSlotBytes;
   const int fit = t.ring ? 0 : cfg::kSlotBytes / t.row_bytes;
   t.staged = rows < fit ? rows : fit;
   t.epi_n = epi == enc::EPI_RESIDUAL ? rows : epi == enc::EPI_QKV_ROPE ? 2 * t.n0 : 0;
@@ -271,37 +273,43 @@ __device__ __forceinline__ void gemv_rows(const Ctx& c, const int* rec, const Ge
   }
 }
 
-// A one-segment tile's rows through a cp.async ring of D stages (the LM head: cfg::kLmRing,
-// a layer tile too big for its slot: cfg::kRing): warp w takes
-// pairs [w R, w R + R), then every kWarps R further, like gemv_rows with S = 1, but its
-// loads go to its own [D][R][32] 16-byte ring in the task's slot, so D R loads per lane
-// stay in flight across chunk blocks and rows without registers to hold them. The warp's
-// items are (rows i0 .. i0 + R - 1, chunk block b) in order; the fetcher runs D - 1 items
-// ahead of the consumer. A lane copies and reads back only its own ring entries, so its
-// cp.async.wait_group is the only ordering needed; a stage is refilled one item after its
-// values were used (the FMAs consumed them before the copy issues). The groups committed
-// here are younger than the prefetched weights' groups and all are waited for, so the
-// megakernel's group accounting still holds after the task.
-template <bool Q8, int R, int D>
+// A tile's rows through a cp.async ring of D stages (the LM head: cfg::kLmRing; a layer
+// tile too big for its slot: cfg::kRing, two-segment tiles only with cfg::kRingPairs):
+// warp w takes pairs [w R, w R + R), then every kWarps R further, like gemv_rows with
+// S = 1, but its loads go to its own [D][NSEG][R][32] 16-byte ring in the task's slot, so
+// D NSEG R loads per lane stay in flight across chunk blocks and rows without registers
+// to hold them. The warp's items are (pairs i0 .. i0 + R - 1, chunk block b) in order; the
+// fetcher runs D - 1 items ahead of the consumer. A lane copies and reads back only its
+// own ring entries, so its cp.async.wait_group is the only ordering needed; a stage is
+// refilled one item after its values were used (the FMAs consumed them before the copy
+// issues). The groups committed here are younger than the prefetched weights' groups and
+// all are waited for, so the megakernel's group accounting still holds after the task.
+template <int NSEG, bool Q8, int R, int D>
 __device__ __forceinline__ void rows_ring(const Ctx& c, const int* rec, const GemvTile& t,
                                           float inv, float& best, int& best_i) {
-  static_assert(kWarps * D * R * 32 * 16 <= cfg::kSlotBytes, "the ring outgrows a slot");
+  static_assert(kWarps * D * NSEG * R * 32 * 16 <= cfg::kSlotBytes, "the ring outgrows a slot");
+  constexpr int kStage = NSEG * R * 32;  // 16-byte entries of one stage of a warp
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int cpr = t.row_bytes / 16, nb = (cpr + 31) / 32;
-  uint4* ring = reinterpret_cast<uint4*>(c.stage) + (size_t)warp * D * R * 32 + lane;
+  uint4* ring = reinterpret_cast<uint4*>(c.stage) + (size_t)warp * D * kStage + lane;
   const float4* x = reinterpret_cast<const float4*>(c.x);
-  // The row of pair i0 + r (a pair past the tile's end repeats the last; dropped below).
-  auto row = [&](int i0, int r) { return t.s0a + (i0 + r < t.n0 ? i0 + r : t.n0 - 1); };
+  // Segment s's row of pair i0 + r (a pair past the tile's end repeats the last; dropped
+  // below).
+  auto row = [&](int s, int i0, int r) {
+    return (s == 0 ? t.s0a : t.s1a) + (i0 + r < t.n0 ? i0 + r : t.n0 - 1);
+  };
   int f_i0 = warp * R, f_b = 0, f_stage = 0;  // the next item to fetch
   auto fetch = [&]() {
     if (f_i0 < t.n0) {
       const int ch = f_b * 32 + lane;
       if (ch < cpr)
 #pragma unroll
-        for (int r = 0; r < R; ++r)
-          cp_async16(ring + (f_stage * R + r) * 32,
-                     reinterpret_cast<const unsigned char*>(t.w) +
-                         (size_t)row(f_i0, r) * t.row_bytes + (size_t)ch * 16);
+        for (int s = 0; s < NSEG; ++s)
+#pragma unroll
+          for (int r = 0; r < R; ++r)
+            cp_async16(ring + f_stage * kStage + (s * R + r) * 32,
+                       reinterpret_cast<const unsigned char*>(t.w) +
+                           (size_t)row(s, f_i0, r) * t.row_bytes + (size_t)ch * 16);
       if (++f_b == nb) {
         f_b = 0;
         f_i0 += kWarps * R;
@@ -311,34 +319,43 @@ __device__ __forceinline__ void rows_ring(const Ctx& c, const int* rec, const Ge
     f_stage = f_stage == D - 1 ? 0 : f_stage + 1;
   };
   for (int k = 0; k < D - 1; ++k) fetch();
-  float y[R];
+  float y[NSEG][R];
 #pragma unroll
-  for (int r = 0; r < R; ++r) y[r] = 0.f;
+  for (int s = 0; s < NSEG; ++s)
+#pragma unroll
+    for (int r = 0; r < R; ++r) y[s][r] = 0.f;
   int b = 0, stage = 0;
   for (int i0 = warp * R; i0 < t.n0;) {
     fetch();
     asm volatile("cp.async.wait_group %0;" ::"n"(D - 1) : "memory");  // this item landed
     const int ch = b * 32 + lane;
     if (ch < cpr) {
-      const uint4* q = ring + stage * R * 32;
+      const uint4* q = ring + stage * kStage;
       if constexpr (Q8) {
         const int g = ch / t.cpg;
 #pragma unroll
-        for (int r = 0; r < R; ++r)
-          y[r] += dot16_i8(q[r * 32], x + 4 * ch) * __ldg(t.scale + (size_t)row(i0, r) * t.spr + g);
+        for (int s = 0; s < NSEG; ++s)
+#pragma unroll
+          for (int r = 0; r < R; ++r)
+            y[s][r] += dot16_i8(q[(s * R + r) * 32], x + 4 * ch) *
+                       __ldg(t.scale + (size_t)row(s, i0, r) * t.spr + g);
       } else {
         const float4 xa = x[2 * ch], xb = x[2 * ch + 1];
 #pragma unroll
-        for (int r = 0; r < R; ++r) y[r] += dot8(q[r * 32], xa, xb);
+        for (int s = 0; s < NSEG; ++s)
+#pragma unroll
+          for (int r = 0; r < R; ++r) y[s][r] += dot8(q[(s * R + r) * 32], xa, xb);
       }
     }
     stage = stage == D - 1 ? 0 : stage + 1;
     if (++b < nb) continue;
 #pragma unroll
     for (int r = 0; r < R; ++r) {
-      const float v = warp_sum(y[r]) * inv;
-      y[r] = 0.f;
-      if (lane == 0 && i0 + r < t.n0) gemv_store<1>(c, rec, t, i0 + r, v, 0.f, best, best_i);
+      const float y0 = warp_sum(y[0][r]) * inv;
+      const float y1 = NSEG == 2 ? warp_sum(y[NSEG - 1][r]) * inv : 0.f;
+#pragma unroll
+      for (int s = 0; s < NSEG; ++s) y[s][r] = 0.f;
+      if (lane == 0 && i0 + r < t.n0) gemv_store<NSEG>(c, rec, t, i0 + r, y0, y1, best, best_i);
     }
     b = 0;
     i0 += kWarps * R;
@@ -421,22 +438,22 @@ __device__ float gemv_prologue(const Ctx& c, const int* rec, const GemvTile& t) 
   return 1.0f / sqrtf(total / (float)n + cfg::kRmsEps);
 }
 
-// A one-segment tile: through its ring (D > 0 stages, t.ring), else from the slot and
+// A tile's rows: through its ring (D > 0 stages, t.ring), else from the slot and
 // registers.
-template <int R, int U, int S, int D>
-__device__ __forceinline__ void one_segment(const Ctx& c, const int* rec, const GemvTile& t,
-                                            float inv, float& best, int& best_i) {
+template <int NSEG, int R, int U, int S, int D>
+__device__ __forceinline__ void tile_rows(const Ctx& c, const int* rec, const GemvTile& t,
+                                          float inv, float& best, int& best_i) {
   if constexpr (D > 0) {
     if (t.ring) {
       if (t.q8) {
-        rows_ring<true, R, D>(c, rec, t, inv, best, best_i);
+        rows_ring<NSEG, true, R, D>(c, rec, t, inv, best, best_i);
       } else {
-        rows_ring<false, R, D>(c, rec, t, inv, best, best_i);
+        rows_ring<NSEG, false, R, D>(c, rec, t, inv, best, best_i);
       }
       return;
     }
   }
-  gemv_rows<1, R, U, S>(c, rec, t, inv, best, best_i);
+  gemv_rows<NSEG, R, U, S>(c, rec, t, inv, best, best_i);
 }
 
 __device__ void gemv_run(const Ctx& c, const int* rec) {
@@ -448,14 +465,14 @@ __device__ void gemv_run(const Ctx& c, const int* rec) {
 
   float best = neg_inf();
   int best_i = 0x7fffffff;
+  constexpr int R = cfg::kRowsPerWarp, U = cfg::kUnroll, S = cfg::kKSplit;
   if (rec[G::EPI] == enc::EPI_LOGITS_ARGMAX) {  // one segment; the LM head's own knobs
-    one_segment<cfg::kLmRowsPerWarp, cfg::kLmUnroll, 1, cfg::kLmRing>(c, rec, t, inv, best,
-                                                                     best_i);
+    tile_rows<1, cfg::kLmRowsPerWarp, cfg::kLmUnroll, 1, cfg::kLmRing>(c, rec, t, inv, best,
+                                                                      best_i);
   } else if (t.nseg == 2) {
-    gemv_rows<2, cfg::kRowsPerWarp, cfg::kUnroll, cfg::kKSplit>(c, rec, t, inv, best, best_i);
+    tile_rows<2, R, U, S, cfg::kRingPairs ? cfg::kRing : 0>(c, rec, t, inv, best, best_i);
   } else {
-    one_segment<cfg::kRowsPerWarp, cfg::kUnroll, cfg::kKSplit, cfg::kRing>(c, rec, t, inv, best,
-                                                                          best_i);
+    tile_rows<1, R, U, S, cfg::kRing>(c, rec, t, inv, best, best_i);
   }
   phase(c, 5);
   if (rec[G::EPI] == enc::EPI_LOGITS_ARGMAX) {

@@ -40,13 +40,15 @@ def test_kernel_knobs_compute_what_the_reference_vm_computes(spec, knobs, sched)
     assert np.all(np.abs(gpu.logits - ref.logits) <= 1e-5 + 2e-5 * scale)
 
 
+@pytest.mark.parametrize("pairs", [False, True], ids=["one-segment", "pairs"])
 @pytest.mark.parametrize(("spec", "group"), [(TINY, None), (TINY, 0), (TINY, 16),
                                             (TINY_UNTIED, None)],
                          ids=["tiny-bf16", "tiny-int8", "tiny-int8-g16", "tiny-untied-bf16"])
-def test_the_layer_ring_computes_what_the_reference_vm_computes(spec, group):
-    """One tile per projection and 5 KiB slots: the down tile outgrows its slot, so with
-    ``ring`` it streams through it (gemv.cuh: rows_ring) instead of staging. (tiny-untied's
-    int8 down tile, 3.75 KiB, would fit: it is not a case of this test.)"""
+def test_the_layer_ring_computes_what_the_reference_vm_computes(spec, group, pairs):
+    """One tile per projection and 5 KiB slots: the down tile (and with ``ring_pairs`` the
+    gate/up and QKV tiles) outgrow their slot, so with ``ring`` they stream through it
+    (gemv.cuh: rows_ring) instead of staging. (tiny-untied's int8 down tile, 3.75 KiB,
+    would fit: it is not a case of this test.)"""
     from amk_tune.model.quantise import to_storage
     from vm import build
     from vm.lowering import lower
@@ -55,7 +57,7 @@ def test_the_layer_ring_computes_what_the_reference_vm_computes(spec, group):
     if group is not None:
         w = to_storage(w, "int8", group)
     s = Schedule(tiles=1, smem_bytes=0, threads=128, steps_per_launch=4)
-    knobs = KernelKnobs(ring=2, prefetch=3, rows_per_warp=1)
+    knobs = KernelKnobs(ring=2, prefetch=3, rows_per_warp=1, ring_pairs=pairs)
     cfg = build.config_for(lower(spec, s, H100), spec, knobs)
     wbytes = 1 if group is not None else 2
     assert spec.intermediate * wbytes * spec.hidden > cfg.slot_bytes  # down takes the ring

@@ -71,7 +71,8 @@ VARIANTS = [
     *({"lm_unroll": n} for n in UNROLL if n != 1),
     *({"k_split": n} for n in K_SPLIT if n != 1),
     *({"lm_ring": n} for n in LM_RING if n != 0),
-    *({"ring": n} for n in RING if n != 0),
+    *({"ring": n, "ring_pairs": False} for n in RING if n != 0),
+    {"ring": 2, "ring_pairs": True},
     *({"dtype": "int8", "quant_group": g} for g in QUANT_GROUPS),
 ]
 
@@ -113,7 +114,8 @@ def test_kernel_knobs_change_the_compiled_binary(tmp_path, monkeypatch):
     keys, cubins = set(), set()
     variants = (KernelKnobs(), KernelKnobs(rows_per_warp=2, unroll=2),
                 KernelKnobs(spin_sleep_ns=0), KernelKnobs(prefetch=3), KernelKnobs(k_split=2),
-                KernelKnobs(lm_ring=4), KernelKnobs(ring=2))
+                KernelKnobs(lm_ring=4), KernelKnobs(ring=2),
+                KernelKnobs(ring=2, ring_pairs=True))
     for knobs in variants:
         built = build.build(build.config_for(program, TINY, knobs), "sm_90")
         keys.add(built.key)
@@ -130,6 +132,8 @@ def test_kernel_knobs_change_the_compiled_binary(tmp_path, monkeypatch):
      r"lm_ring = 8 needs 131072 B .* a slot has 32768 B: lower lm_ring"),
     (Schedule(threads=512, smem_bytes=65536), KernelKnobs(ring=8, rows_per_warp=2),
      r"ring = 8 needs 131072 B .*16 warps x 8 stages x 2 rows .* lower ring or rows_per_warp"),
+    (Schedule(smem_bytes=65536), KernelKnobs(ring=8, rows_per_warp=2, ring_pairs=True),
+     r"ring = 8 needs 131072 B .*8 warps x 8 stages x 2 rows x 2 \(ring_pairs\) x 512 B"),
 ])
 def test_kernel_knobs_that_do_not_fit_the_launch_are_named(schedule, knobs, message):
     program = lower(TINY, schedule, H100)
@@ -145,6 +149,7 @@ def test_conditional_knobs_only_under_their_parent():
         assert ("lm_tiles" in t.params) == (t.params["lm_tiles_mode"] == ss.CUSTOM)
         assert all((f in t.params) == (t.params["fusion"] == ss.CUSTOM) for f in ss.FUSIONS)
         assert ("quant_group" in t.params) == (t.params["dtype"] == "int8")
+        assert ("ring_pairs" in t.params) == (t.params["ring"] > 0)
 
 
 def test_a_study_opens_only_its_own_weight_formats():
@@ -189,6 +194,9 @@ def test_seeded_tpe_repeats_itself():
     ({"unroll": True}, r"unroll = True"),
     ({"spin_sleep_ns": -1}, r"spin_sleep_ns = -1"),
     ({"vector": 8}, r"unknown kernel knob\(s\) \['vector'\]"),
+    ({"k_split": 3}, r"k_split = 3: choose one of \(1, 2, 4, 8\)"),
+    ({"ring_pairs": 1, "ring": 2}, r"ring_pairs = 1: true or false"),
+    ({"ring_pairs": True}, r"ring_pairs = true needs ring > 0"),
 ])
 def test_bad_kernel_knobs_are_named(knobs, message):
     with pytest.raises(ScheduleError, match=message):
