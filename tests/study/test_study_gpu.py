@@ -45,10 +45,10 @@ def test_kernel_knobs_compute_what_the_reference_vm_computes(spec, knobs, sched)
                                             (TINY_UNTIED, None)],
                          ids=["tiny-bf16", "tiny-int8", "tiny-int8-g16", "tiny-untied-bf16"])
 def test_the_layer_ring_computes_what_the_reference_vm_computes(spec, group, pairs):
-    """One tile per projection and 5 KiB slots: the down tile (and with ``ring_pairs`` the
-    gate/up and QKV tiles) outgrow their slot, so with ``ring`` they stream through it
-    (gemv.cuh: rows_ring) instead of staging. (tiny-untied's int8 down tile, 3.75 KiB,
-    would fit: it is not a case of this test.)"""
+    """One tile per projection and small slots: the down tile (with ``ring_pairs``, the
+    gate/up tile) outgrows its slot, so with ``ring`` it streams through it (gemv.cuh:
+    rows_ring) instead of staging. (tiny-untied's int8 down tile, 3.75 KiB, would fit:
+    it is not a case of this test.)"""
     from amk_tune.model.quantise import to_storage
     from vm import build
     from vm.lowering import lower
@@ -57,10 +57,12 @@ def test_the_layer_ring_computes_what_the_reference_vm_computes(spec, group, pai
     if group is not None:
         w = to_storage(w, "int8", group)
     s = Schedule(tiles=1, smem_bytes=0, threads=128, steps_per_launch=4)
-    knobs = KernelKnobs(ring=2, prefetch=3, rows_per_warp=1, ring_pairs=pairs)
+    # a pair ring needs twice the slot: 8 KiB slots (prefetch 2) instead of 5 KiB
+    knobs = KernelKnobs(ring=2, prefetch=2 if pairs else 3, rows_per_warp=1, ring_pairs=pairs)
     cfg = build.config_for(lower(spec, s, H100), spec, knobs)
     wbytes = 1 if group is not None else 2
-    assert spec.intermediate * wbytes * spec.hidden > cfg.slot_bytes  # down takes the ring
+    ringed = 2 * spec.intermediate if pairs else spec.intermediate  # gate/up rows, or down's K
+    assert ringed * wbytes * spec.hidden > cfg.slot_bytes  # that tile takes the ring
     prompt = [3, 17, 5, 42]
     ref = greedy_generate(w, s, H100, prompt, 9, cpu_runner(w))
     gpu = greedy_generate(w, s, H100, prompt, 9, gpu_runner(w, knobs=knobs))
