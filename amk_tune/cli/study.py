@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--iters", type=int, default=100, help="timed launches per trial")
     p.add_argument("--trial-timeout", type=float, default=180.0,
                    help="seconds a trial may take in the worker before it is killed")
+    p.add_argument("--jobs", type=int,
+                   help="trials in flight: the worker runs one at a time while the next is "
+                        "sampled, lowered and validated (default: 2 on a GPU, 1 simulated)")
     p.set_defaults(func=run)
 
 
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, simulate=args.simulate, prior=not args.no_prior,
         baselines=not args.no_baselines,
         prompt_len=args.prompt_len, iters=args.iters,
-        trial_timeout_s=args.trial_timeout,
+        trial_timeout_s=args.trial_timeout, jobs=args.jobs,
     )
     if args.loop == "instruction":
         from amk_tune.study.instruction_run import run_instruction_loop

@@ -61,8 +61,11 @@ class Progress:
         self.tag = "[study, simulated]" if simulated else "[study]"
         self.stream = stream or sys.stderr
         self.durations: list[float] = []
+        self.stopped = False  # the budget is spent: no further trial would finish in time
+        self.finished = 0  # trials this run finished (any state)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.finished += 1
         trials = study.get_trials(deepcopy=False)
         best = best_feasible(trials)
         c = counts(trials)
@@ -77,4 +80,5 @@ class Progress:
         if self.durations and left < statistics.median(self.durations):
             print(f"{self.tag} stopping: the next trial would not finish in the "
                   f"{clock(left)} left", file=self.stream, flush=True)
+            self.stopped = True
             study.stop()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TextIO
 
 import optuna
+from optuna.trial import TrialState
 
 from amk_tune.errors import StudyError, TrialFailed
 from amk_tune.model.spec import ModelSpec
@@ -53,8 +54,11 @@ class StudyOptions:
     iters: int = 100
     trial_timeout_s: float = 180.0
     start_timeout_s: float = 900.0
+    jobs: int | None = None  # trials in flight; None: 2 on a GPU, 1 simulated (in_flight)
 
     def __post_init__(self) -> None:
+        if self.jobs is not None and self.jobs < 1:
+            raise StudyError(f"--jobs {self.jobs!r}: give at least 1 trial in flight")
         if not self.minutes > 0:
             raise StudyError(f"--minutes {self.minutes!r}: give a positive time budget")
         if self.trials is not None and self.trials < 1:
@@ -63,6 +67,14 @@ class StudyOptions:
             raise StudyError(f"--prompt-len {self.prompt_len!r}: the oracle needs a prompt")
         if self.iters < 1:
             raise StudyError(f"--iters {self.iters!r}: time at least one launch per trial")
+
+    @property
+    def in_flight(self) -> int:
+        """Trials run at once. The worker still takes one at a time; the others are sampled,
+        lowered and validated meanwhile (on a GPU that parent-side work is a large part of a
+        trial). A simulated worker answers at once, so there it would only cost the
+        sampler its reproducibility."""
+        return self.jobs or (1 if self.simulate else 2)
 
 
 @dataclass(frozen=True)
@@ -126,6 +138,28 @@ def enqueue_prior_picks(study: optuna.Study, opts: StudyOptions, spec: ModelSpec
               f"(floor/latency {p.fraction:.3f}; {knobs})", file=err, flush=True)
 
 
+def optimize(study: optuna.Study, objective: Objective, opts: StudyOptions, deadline: float,
+             progress: Progress) -> None:
+    """Run trials until ``opts.trials`` or the deadline, ``opts.in_flight`` at once.
+
+    Enqueued trials (the default, loop 1's and the prior's picks) run one at a time first:
+    popping a waiting trial is not atomic on SQLite (Optuna's SELECT ... FOR UPDATE is a
+    plain read there), so two threads could both take the same one. New trials are created,
+    not popped, so they may then run several at once."""
+    waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    phases = [(1, waiting), (opts.in_flight, None)] if waiting and opts.in_flight > 1 \
+        else [(opts.in_flight, None)]
+    for jobs, n in phases:
+        left = deadline - time.monotonic()
+        budget = None if opts.trials is None else opts.trials - progress.finished
+        if progress.stopped or left < 1.0 or budget == 0:
+            return
+        if budget is not None:
+            n = budget if n is None else min(n, budget)
+        study.optimize(objective, n_trials=n, timeout=left, catch=(TrialFailed,),
+                       callbacks=[progress], n_jobs=jobs)
+
+
 def run_study(opts: StudyOptions, *, out: TextIO | None = None,
               err: TextIO | None = None) -> StudyOutcome:
     from amk_tune.model.loaders import inspect_model
@@ -180,9 +214,8 @@ def run_study(opts: StudyOptions, *, out: TextIO | None = None,
         setup = StudySetup(spec, target, opts.simulate, opts.prompt_len, opts.model, 0, info,
                            choices)
         objective = Objective(study, setup, worker)
-        study.optimize(objective, n_trials=opts.trials,
-                       timeout=max(1.0, deadline - time.monotonic()), catch=(TrialFailed,),
-                       callbacks=[Progress(deadline, simulated=opts.simulate, stream=err)])
+        optimize(study, objective, opts, deadline,
+                 Progress(deadline, simulated=opts.simulate, stream=err))
     finally:
         worker.close()
     if objective.artifact_note:

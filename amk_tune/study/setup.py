@@ -120,5 +120,5 @@ def open_study(storage: str, name: str, identity: dict[str, Any],
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.sampler = optuna.samplers.TPESampler(
             seed=seed + len(study.trials), n_startup_trials=N_STARTUP_TRIALS, multivariate=True,
-            group=True)
+            group=True, constant_liar=True)  # a running trial counts as bad: 2 in flight differ
     return study, created

@@ -30,6 +30,7 @@ import dataclasses
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -105,7 +106,7 @@ def worker_main(conn, spec: WorkerSpec) -> None:
         except Exception as e:
             result = {"ok": False, "error": f"{type(e).__name__}: {e}",
                       "fatal": backend.is_fatal(e)}
-        conn.send({"kind": "result", **result})
+        conn.send({"kind": "result", "number": msg["number"], **result})
         if result.get("fatal"):
             return
 
@@ -138,6 +139,9 @@ class Worker:
         self._ctx = multiprocessing.get_context("spawn")
         self._proc = None
         self._conn = None
+        # One trial at a time on the worker (and its GPU): a study with several trials in
+        # flight (StudyOptions.jobs) prepares the next while this one runs.
+        self._busy = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> dict[str, Any]:
@@ -189,16 +193,22 @@ class Worker:
     def evaluate(self, request: dict[str, Any]) -> dict[str, Any]:
         """Send one trial and wait for its result under the watchdog. TrialFailed (worker
         killed or reaped, so the next call starts a fresh one) when it hangs or dies; a
-        result with ``ok: False`` when the worker itself reported the failure."""
-        if not self.alive():
-            self.kill()
-            self.start()
-        self._conn.send({"kind": "trial", **request})
-        msg = self._receive(self.trial_timeout_s, f"trial {request['number']}")
-        if msg.get("fatal"):
-            self._proc.join(30)
-            self.kill()
-        return msg
+        result with ``ok: False`` when the worker itself reported the failure. Callers in
+        several threads take turns: one request and its answer at a time."""
+        with self._busy:
+            if not self.alive():
+                self.kill()
+                self.start()
+            self._conn.send({"kind": "trial", **request})
+            msg = self._receive(self.trial_timeout_s, f"trial {request['number']}")
+            if msg.get("number") != request["number"]:  # never expected: answers are in order
+                how = self.kill()
+                raise TrialFailed(f"trial {request['number']}: the worker answered for trial "
+                                  f"{msg.get('number')!r}; killed it ({how})")
+            if msg.get("fatal"):
+                self._proc.join(30)
+                self.kill()
+            return msg
 
     def _receive(self, timeout_s: float, what: str) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
