@@ -11,8 +11,8 @@ Protocol: plain dicts over a ``multiprocessing`` pipe.
 
     worker -> parent, once:  {"kind": "ready", ...backend info} | {"kind": "error", "error"}
     parent -> worker:        {"kind": "trial", "number", "schedule", "kernel_knobs", ...}
-    worker -> parent:        {"kind": "result", "ok": True, ...} |
-                             {"kind": "result", "ok": False, "error", "fatal"}
+    worker -> parent:        {"kind": "result", "number", "ok": True, ...} |
+                             {"kind": "result", "number", "ok": False, "error", "fatal"}
     parent -> worker:        {"kind": "stop"}
 
 A result with ``fatal`` means the worker exits after sending it (its CUDA context may be
