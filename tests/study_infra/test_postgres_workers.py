@@ -15,6 +15,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from amk_tune.study.worker import FAULT_ENV
+
 pgserver = pytest.importorskip("pgserver")
 pytest.importorskip("psycopg2")
 
@@ -41,7 +43,11 @@ def worker(url: str, seed: int, artifacts: Path) -> subprocess.Popen:
            "--layers", "1", "--gpu", "t4", "--prompt-len", "2", "--trials", str(TRIALS),
            "--minutes", "8", "--storage", url, "--study", STUDY, "--seed", str(seed),
            "--no-prior"]  # the creator's warm start would delay it past the interleave check
-    env = {**os.environ, "AMK_ARTIFACTS": str(artifacts), "PYTHONUNBUFFERED": "1"}
+    # every trial lasts SLOW_S more, so the run outlasts the skew of the two start-ups (on a
+    # loaded 2-core CI machine 4 fast trials once finished before the other worker began)
+    slow = ",".join(f"slow:{n}" for n in range(WORKERS * TRIALS))
+    env = {**os.environ, "AMK_ARTIFACTS": str(artifacts), "PYTHONUNBUFFERED": "1",
+           FAULT_ENV: slow}
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
