@@ -17,6 +17,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +27,7 @@ import optuna
 from amk_tune.errors import ScheduleError, TrialFailed
 from amk_tune.model.spec import ModelSpec
 from amk_tune.study.attrs import result_attrs
-from amk_tune.study.worker import Worker
+from amk_tune.study.worker import FAULT_ENV, SLOW_S, Worker, parse_faults
 from amk_tune.targets import Target
 from space.search_space import Candidate, suggest
 from space.weight_format import WHOLE_SPACE, WeightChoices
@@ -71,12 +73,15 @@ class Objective:
     def __init__(self, study: optuna.Study, setup: StudySetup, worker: Worker) -> None:
         self.study, self.setup, self.worker = study, setup, worker
         self.artifact_note: str | None = None  # why artifacts are not stored, once known
+        self.faults = parse_faults(os.environ.get(FAULT_ENV, ""))  # test hook (worker.py)
 
     def programs(self, cand: Candidate) -> dict[str, Program]:
         return trial_programs(self.setup.spec, self.setup.target, cand, self.setup.prompt_len)
 
     def __call__(self, trial: optuna.Trial) -> float:
         setup = self.setup
+        if self.faults.get(trial.number) == "slow":
+            time.sleep(SLOW_S)
         cand = suggest(trial, setup.target, setup.weights)
         trial.set_user_attr("measurement", "simulated" if setup.simulated else "measured")
         for key, value in cand.to_dict().items():

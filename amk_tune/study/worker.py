@@ -22,7 +22,8 @@ reaped; either way the trial fails with the reason and the next trial starts a f
 Test hook: ``AMK_TEST_FAULT="hang:3,crash:5,oracle:7"`` makes the worker hang on trial 3,
 die of SIGSEGV on trial 5, and corrupt the logits of trial 7 (an oracle failure), so CI can
 prove the watchdog and the infeasible path without a GPU; ``slow:2`` makes trial 2 take
-``SLOW_S`` longer (tests that need trials to last, such as concurrent workers).
+``SLOW_S`` longer, pruned or not (the parent's objective waits: tests that need trials to
+last, such as concurrent workers).
 """
 
 from __future__ import annotations
@@ -103,8 +104,6 @@ def worker_main(conn, spec: WorkerSpec) -> None:
             time.sleep(10**6)
         if fault == "crash":
             os.kill(os.getpid(), signal.SIGSEGV)
-        if fault == "slow":
-            time.sleep(SLOW_S)
         try:
             result = backend.evaluate(msg, corrupt_logits=fault == "oracle")
         except Exception as e:

@@ -43,8 +43,9 @@ def worker(url: str, seed: int, artifacts: Path) -> subprocess.Popen:
            "--layers", "1", "--gpu", "t4", "--prompt-len", "2", "--trials", str(TRIALS),
            "--minutes", "8", "--storage", url, "--study", STUDY, "--seed", str(seed),
            "--no-prior"]  # the creator's warm start would delay it past the interleave check
-    # every trial lasts SLOW_S more, so the run outlasts the skew of the two start-ups (on a
-    # loaded 2-core CI machine 4 fast trials once finished before the other worker began)
+    # every trial, pruned ones too, lasts SLOW_S more: the runs outlast the skew of the two
+    # start-ups (4 quickly pruned trials once finished before the other worker began, and
+    # once before the default trial, the one sure to be feasible, had completed)
     slow = ",".join(f"slow:{n}" for n in range(WORKERS * TRIALS))
     env = {**os.environ, "AMK_ARTIFACTS": str(artifacts), "PYTHONUNBUFFERED": "1",
            FAULT_ENV: slow}
