@@ -11,9 +11,9 @@ sums, then added); with the others each output row is summed in the same order.
 - ``unroll``: 16-byte chunks of each row a lane loads into registers before it multiplies
   them (loads in flight per lane per row).
 - ``k_split``: warps that share each row of a layer tile, each a share of its columns,
-  their sums added through shared memory (one barrier per round of rows). Tiles with
-  fewer rows than warps keep every warp busy, and staged and streamed rows are spread
-  over all warps instead of some warps getting only the slow streamed ones.
+  their sums added through shared memory (one barrier per round of rows). Meant for tiles
+  with fewer rows than warps, and to spread staged and streamed rows over all warps; on
+  SmolLM2 and the 1B shape it lost at every setting tried (BENCHMARKS.md, third round).
 - ``lm_rows_per_warp``, ``lm_unroll``: the same two for the LM-head GEMV alone. It streams
   the largest matrix with the fewest rows staged, so it wants more loads in flight than the
   layers' tiles, whose registers the other pair sizes.
