@@ -4,7 +4,7 @@
    the study's (``StudySetup.weights``).
 2. The two programs a trial will launch are lowered: the prompt launch and the timed launch
    (amk_tune/bench.py ``run_checked``). A lowering error is a rejection too, and so are
-   kernel knobs that do not fit the launch (``vm.build.config_for``: k_split, the LM ring).
+   kernel knobs that do not fit the launch (``vm.build.config_for``: k_split, the rings).
 3. Both are validated. A rejected trial records its violations in ``user_attrs["reject"]``
    and raises ``optuna.TrialPruned`` here, in the parent: no build, no worker, no GPU.
 4. The worker builds, checks against HF and times it (or simulates). A hang or crash is
@@ -91,9 +91,9 @@ class Objective:
         except ScheduleError as e:
             self.reject(trial, [{"program": "lowering", "property": "lowering", "tasks": [],
                                  "message": str(e)}])
-        try:  # the kernel knobs fit these launches (k_split, the LM ring)
-            for program in programs.values():
-                config_for(program, setup.spec, cand.knobs)
+        try:  # the knobs fit the kernel the worker builds (from the timed launch; the
+            # prompt launch has the same threads and shared memory)
+            config_for(programs["timed launch"], setup.spec, cand.knobs)
         except ScheduleError as e:
             self.reject(trial, [{"program": "kernel build", "property": "kernel_knobs",
                                  "tasks": [], "message": str(e)}])

@@ -72,8 +72,8 @@ class StudyOptions:
     def in_flight(self) -> int:
         """Trials run at once. The worker still takes one at a time; the others are sampled,
         lowered and validated meanwhile (on a GPU that parent-side work is a large part of a
-        trial). A simulated worker answers at once, so there it would only cost the
-        sampler its reproducibility."""
+        trial). Simulated studies default to 1 so that a seeded one repeats itself: with two
+        in flight the order trials finish in, and so what TPE has seen, varies."""
         return self.jobs or (1 if self.simulate else 2)
 
 
