@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
@@ -62,6 +63,26 @@ def context_fields(spec: ModelSpec, target: Target, dtype: str) -> dict[str, Any
 def knob_fields(cand: Candidate) -> dict[str, Any]:
     """The knob columns of a row: every Schedule and KernelKnobs field, the weight format."""
     return {**cand.schedule.to_dict(), **cand.knobs.to_dict(), **cand.weights.to_dict()}
+
+
+def _plain(value: Any) -> Any:
+    """A CSV cell as the Python value a knob holds: NaN -> None (no explicit tile count),
+    numpy scalars -> int / bool (130.0 -> 130: a column with NaN in it is float)."""
+    if pd.isna(value):
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return int(value)
+    return value
+
+
+def candidate_of_row(row: pd.Series) -> Candidate:
+    """The candidate a corpus row stands for: the inverse of ``knob_fields``."""
+    return Candidate(
+        Schedule.from_dict({f: _plain(row[f]) for f in Schedule.__dataclass_fields__}),
+        KernelKnobs.from_dict({f: _plain(row[f]) for f in KernelKnobs.__dataclass_fields__}),
+        WeightFormat(str(row["dtype"]), _plain(row["quant_group"]) or 0))
 
 
 def _state(t: FrozenTrial) -> tuple[str, str]:
@@ -131,11 +152,22 @@ def read_corpus(path: str | Path = CORPUS_PATH) -> pd.DataFrame:
     return df
 
 
+def _same_result(a: pd.DataFrame, b: pd.DataFrame) -> pd.Series:
+    """Row by row, whether two frames (same index) say the same of a trial: its state and
+    its latency (NaN for an untimed one)."""
+    lat_a, lat_b = a["us_per_token"].astype(float), b["us_per_token"].astype(float)
+    same_lat = (lat_a.isna() & lat_b.isna()) | ((lat_a - lat_b).abs() <= 1e-6 * lat_b.abs())
+    return (a["state"].astype(str) == b["state"].astype(str)) & same_lat
+
+
 def add_study(storage: str, name: str, path: str | Path = CORPUS_PATH, *,
-              allow_simulated: bool = False) -> AddResult:
-    """Append study ``name``'s finished trials to the corpus at ``path``; rows whose
-    (study, trial) are there already are skipped. A simulated study is refused unless
-    ``allow_simulated`` (its rows then say ``measurement = simulated``)."""
+              allow_simulated: bool = False, label: str | None = None) -> AddResult:
+    """Append study ``name``'s finished trials to the corpus at ``path``, under ``label``
+    (default: the study's name); rows whose (study, trial) are there already are skipped.
+    If such a row says something else of its trial, the corpus holds another study of the
+    same name (another storage, another session): refused, pass a ``label``. A simulated
+    study is refused unless ``allow_simulated`` (its rows then say ``measurement =
+    simulated``)."""
     try:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
@@ -146,8 +178,19 @@ def add_study(storage: str, name: str, path: str | Path = CORPUS_PATH, *,
         raise StudyError(f"study {name!r} is simulated (analytic cost model, not a measurement): "
                          "the corpus holds measured trials; pass --allow-simulated to add it "
                          "anyway (its rows are flagged simulated)")
-    new = pd.DataFrame(study_rows(study), columns=list(COLUMNS))
+    label = label or name
+    new = pd.DataFrame(study_rows(study), columns=list(COLUMNS)).assign(study=label)
     old = read_corpus(path)
+    key = ["study", "trial"]
+    both = new.astype({"trial": int}).merge(old.astype({"study": str, "trial": int}), on=key,
+                                            how="inner", suffixes=("", "_old"))
+    if len(both):
+        theirs = both[["state_old", "us_per_token_old"]].set_axis(["state", "us_per_token"],
+                                                                  axis=1)
+        if not _same_result(both, theirs).all():
+            raise StudyError(f"the corpus {str(path)!r} already holds a study {label!r} with other "
+                             f"results for the same trial numbers (another run under the same "
+                             f"name): add this one under a name of its own with --as NAME")
     have = set(zip(old["study"].astype(str), old["trial"].astype(int), strict=True))
     fresh = new[[(s, int(n)) not in have for s, n in zip(new["study"], new["trial"], strict=True)]]
     p = Path(path)

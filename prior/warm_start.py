@@ -3,12 +3,16 @@
 1. Training data: the committed corpus plus the finished trials of every amk-tune study in
    the study's storage (measured rows only train the prior; duplicates of corpus rows are
    dropped).
-2. ``candidates`` random points of the study's part of the search space (its weight
-   formats: ``WeightChoices.for_study``; Optuna's RandomSampler on a throwaway in-memory
-   study), minus those the study has already tried or queued.
+2. The pool: the ``remember`` best measured configurations of the training data (any model
+   and GPU: the prior re-ranks them for this study's, so what was learnt on earlier
+   studies is tried again where it transfers), then ``candidates`` random points of the
+   study's part of the search space (its weight formats: ``WeightChoices.for_study``;
+   Optuna's RandomSampler on a throwaway in-memory study), minus those the study has
+   already tried or queued.
 3. Ranked by the prior's predicted floor/latency fraction; then, best first, each is lowered
-   and validated exactly as the objective will (``trial_programs`` + ``validate``) and only
-   ACCEPTED ones are enqueued, until ``k`` are or ``max_checks`` candidates were tried.
+   and checked exactly as the objective will (``trial_programs``, ``check_knobs_fit`` and
+   ``validate``) and only ACCEPTED ones are enqueued, until ``k`` are or ``max_checks``
+   candidates were tried.
 """
 
 from __future__ import annotations
@@ -22,11 +26,18 @@ import pandas as pd
 
 from amk_tune.errors import AmkError, ScheduleError
 from amk_tune.model.spec import ModelSpec
-from amk_tune.study.objective import trial_programs
+from amk_tune.study.objective import check_knobs_fit, trial_programs
 from amk_tune.targets import Target
-from prior.corpus import CORPUS_PATH, context_fields, knob_fields, read_corpus, study_rows
-from prior.model import Prior, fit_prior, latency_us
-from space.search_space import Candidate, suggest
+from prior.corpus import (
+    CORPUS_PATH,
+    candidate_of_row,
+    context_fields,
+    knob_fields,
+    read_corpus,
+    study_rows,
+)
+from prior.model import Prior, fit_prior, latency_us, training_rows
+from space.search_space import Candidate, in_space, params_of, suggest
 from space.weight_format import WHOLE_SPACE, WeightChoices
 from validator import validate
 from vm.analysis import program_stats
@@ -85,11 +96,41 @@ def sample_candidates(target: Target, n: int, seed: int,
     return out
 
 
+def remembered(rows: pd.DataFrame, target: Target, weights: WeightChoices, n: int,
+               ) -> list[tuple[dict[str, Any], Candidate]]:
+    """Up to ``n`` distinct configurations of the best measured rows (highest floor/latency
+    first, any model or GPU) that this study's space holds: a weight format among
+    ``weights`` and knob values ``target``'s space can take (a tile count is bounded by the
+    SM count)."""
+    if n < 1:
+        return []
+    done = training_rows(rows)
+    out, seen = [], set()
+    for _, row in done[done["y"] > 0].sort_values("y", ascending=False).iterrows():
+        cand = candidate_of_row(row)
+        if (cand.weights.dtype not in weights.dtypes
+                or cand.weights.quant_group not in weights.quant_groups):
+            continue
+        params = params_of(cand)
+        key = tuple(sorted(params.items()))
+        if key in seen:
+            continue
+        if not in_space(params, target):
+            continue
+        seen.add(key)
+        out.append((params, cand))
+        if len(out) == n:
+            break
+    return out
+
+
 def accepted_programs(spec: ModelSpec, target: Target, cand: Candidate,
              prompt_len: int) -> dict[str, Program] | None:
-    """The launches the trial would run when the validator accepts both, else None."""
+    """The launches the trial would run when its knobs fit the kernel and the validator
+    accepts both launches, else None: the objective's checks before any GPU work."""
     try:
         programs = trial_programs(spec, target, cand, prompt_len)
+        check_knobs_fit(programs, spec, cand)
     except ScheduleError:
         return None
     return programs if all(validate(p, target).accepted for p in programs.values()) else None
@@ -102,13 +143,20 @@ def queued_params(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
 
 def pick(study: optuna.Study, prior: Prior, spec: ModelSpec, target: Target, dtype: str, *,
          prompt_len: int, k: int = 4, candidates: int = 512, max_checks: int = 32,
-         seed: int = 0, quant_group: int | None = None) -> tuple[Pick, ...]:
-    """Rank random candidates of a (``dtype``, ``quant_group``) study (space/weight_format.py)
-    with ``prior`` and enqueue the best ``k`` accepted ones."""
+         seed: int = 0, quant_group: int | None = None,
+         known: pd.DataFrame | None = None, remember: int = 32) -> tuple[Pick, ...]:
+    """Rank the ``remember`` best configurations of ``known`` (training rows) and random
+    candidates of a (``dtype``, ``quant_group``) study (space/weight_format.py) with
+    ``prior`` and enqueue the best ``k`` accepted ones."""
     tried = {tuple(sorted(queued_params(t).items())) for t in study.get_trials(deepcopy=False)}
     weights = WeightChoices.for_study(spec, dtype, quant_group)
-    pool = [(p, c) for p, c in sample_candidates(target, candidates, seed, weights)
-            if tuple(sorted(p.items())) not in tried]
+    pool, seen = [], set(tried)
+    for p, c in [*(remembered(known, target, weights, remember) if known is not None else []),
+                 *sample_candidates(target, candidates, seed, weights)]:
+        key = tuple(sorted(p.items()))
+        if key not in seen:
+            seen.add(key)
+            pool.append((p, c))
     if not pool or k < 1:
         return ()
     context = context_fields(spec, target, dtype)
@@ -141,7 +189,7 @@ def warm_start(study: optuna.Study, spec: ModelSpec, target: Target, dtype: str,
     except ValueError as e:
         return WarmStart((), f"prior off: {e}")
     picks = pick(study, prior, spec, target, dtype, prompt_len=prompt_len, k=k, seed=seed,
-                 quant_group=quant_group)
+                 quant_group=quant_group, known=rows)
     note = (f"prior trained on {prior.rows} measured trials ({prior.positives} feasible); "
             f"{len(picks)} of {k} picks accepted by the validator")
     return WarmStart(picks, note)

@@ -15,6 +15,7 @@ rejections are pruned before any GPU work.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,20 +97,34 @@ def suggest(trial: optuna.Trial, target: Target,
     return Candidate(schedule, knobs, weights.suggest(trial))
 
 
-def default_params(weights: WeightChoices = WHOLE_SPACE) -> dict[str, Any]:
-    """The trial parameters of the default Schedule and KernelKnobs with the first weight
-    format of ``weights`` (bf16 in the whole space), for enqueue_trial."""
-    s, k = Schedule(), KernelKnobs()
+def params_of(cand: Candidate) -> dict[str, Any]:
+    """The trial parameters that make ``suggest`` return ``cand``: its inverse, for
+    enqueue_trial (the default, a remembered configuration). Conditional knobs appear only
+    where ``suggest`` asks them."""
+    s, k, fmt = cand.schedule, cand.knobs, cand.weights
+    fused = all(getattr(s, name) for name in FUSIONS)
     return {
-        **weights.default_params(),
-        "tiles_mode": PER_BLOCK, "lm_tiles_mode": PER_BLOCK, "fusion": "all",
+        "dtype": fmt.dtype, **({"quant_group": fmt.quant_group} if fmt.dtype == "int8" else {}),
+        "tiles_mode": PER_BLOCK if s.tiles is None else CUSTOM,
+        **({} if s.tiles is None else {"tiles": s.tiles}),
+        "lm_tiles_mode": PER_BLOCK if s.lm_tiles is None else CUSTOM,
+        **({} if s.lm_tiles is None else {"lm_tiles": s.lm_tiles}),
+        "fusion": "all" if fused else CUSTOM,
+        **({} if fused else {name: getattr(s, name) for name in FUSIONS}),
         "sm_policy": s.sm_policy, "split_kv": s.split_kv,
         "steps_per_launch": s.steps_per_launch, "blocks_per_sm": s.blocks_per_sm,
         "threads": s.threads, "smem_bytes": s.smem_bytes, "rows_per_warp": k.rows_per_warp,
         "unroll": k.unroll, "spin_sleep_ns": k.spin_sleep_ns, "prefetch": k.prefetch,
         "lm_rows_per_warp": k.lm_rows_per_warp, "lm_unroll": k.lm_unroll,
         "k_split": k.k_split, "lm_ring": k.lm_ring, "ring": k.ring,
+        **({"ring_pairs": k.ring_pairs} if k.ring else {}),
     }
+
+
+def default_params(weights: WeightChoices = WHOLE_SPACE) -> dict[str, Any]:
+    """The trial parameters of the default Schedule and KernelKnobs with the first weight
+    format of ``weights`` (bf16 in the whole space), for enqueue_trial."""
+    return params_of(Candidate(Schedule(), KernelKnobs(), weights.first()))
 
 
 def candidate_of(params: dict[str, Any], target: Target) -> Candidate:
@@ -118,3 +133,16 @@ def candidate_of(params: dict[str, Any], target: Target) -> Candidate:
     fmt = WeightFormat(params.get("dtype", "bf16"), params.get("quant_group", 0))
     own = WeightChoices((fmt.dtype,), (fmt.quant_group,))
     return suggest(optuna.trial.FixedTrial({**own.default_params(), **params}), target, own)
+
+
+def in_space(params: dict[str, Any], target: Target) -> bool:
+    """Whether ``target``'s space holds ``params``: every value one ``suggest`` can take
+    (a FixedTrial only warns of an integer out of its range, so the warning decides)."""
+    own = WeightChoices((params.get("dtype", "bf16"),), (params.get("quant_group", 0),))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            suggest(optuna.trial.FixedTrial(params), target, own)
+        except (ValueError, UserWarning):
+            return False
+    return True

@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help=f"Optuna storage URL (default {DEFAULT_STORAGE})")
     add.add_argument("--corpus", default=str(CORPUS_PATH),
                      help="corpus CSV to append to (default: the committed studies/corpus.csv)")
+    add.add_argument("--as", dest="label", metavar="NAME",
+                     help="the name its rows take in the corpus (default: the study's); needed "
+                          "when the corpus holds another study of the same name")
     add.add_argument("--allow-simulated", action="store_true",
                      help="add a simulated study too (its rows say simulated; they never "
                           "train the prior)")
@@ -28,8 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from prior.corpus import add_study
 
-    r = add_study(args.storage, args.study, args.corpus, allow_simulated=args.allow_simulated)
+    r = add_study(args.storage, args.study, args.corpus, allow_simulated=args.allow_simulated,
+                  label=args.label)
     kind = "SIMULATED" if r.simulated else "measured"
-    print(f"corpus {r.path}: added {r.added} {kind} trial(s) of {args.study!r}; "
+    named = f" as {args.label!r}" if args.label else ""
+    print(f"corpus {r.path}: added {r.added} {kind} trial(s) of {args.study!r}{named}; "
           f"{r.skipped} already there")
     return 0

@@ -69,6 +69,12 @@ def trial_programs(spec: ModelSpec, target: Target, cand: Candidate,
     }
 
 
+def check_knobs_fit(programs: dict[str, Program], spec: ModelSpec, cand: Candidate) -> None:
+    """Raise ScheduleError when the kernel knobs do not fit the kernel the worker builds
+    (from the timed launch; the prompt launch has the same threads and shared memory)."""
+    config_for(programs["timed launch"], spec, cand.knobs)
+
+
 class Objective:
     def __init__(self, study: optuna.Study, setup: StudySetup, worker: Worker) -> None:
         self.study, self.setup, self.worker = study, setup, worker
@@ -91,9 +97,8 @@ class Objective:
         except ScheduleError as e:
             self.reject(trial, [{"program": "lowering", "property": "lowering", "tasks": [],
                                  "message": str(e)}])
-        try:  # the knobs fit the kernel the worker builds (from the timed launch; the
-            # prompt launch has the same threads and shared memory)
-            config_for(programs["timed launch"], setup.spec, cand.knobs)
+        try:
+            check_knobs_fit(programs, setup.spec, cand)
         except ScheduleError as e:
             self.reject(trial, [{"program": "kernel build", "property": "kernel_knobs",
                                  "tasks": [], "message": str(e)}])

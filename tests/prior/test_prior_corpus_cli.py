@@ -41,6 +41,24 @@ def test_no_prior_enqueues_only_the_default_and_corpus_round_trip(tmp_path, caps
     assert first["threads"] == 256 and pd.isna(first["tiles"]) and first["gpu"] == "h100"
 
 
+def test_another_study_of_the_same_name_needs_a_name_of_its_own(tmp_path, capsys):
+    corpus = tmp_path / "corpus.csv"
+    for run, seed in (("a", "0"), ("b", "1")):
+        url = f"sqlite:///{tmp_path / f'{run}.db'}"
+        assert main([*STUDY, "--storage", url, "--no-prior", "--seed", seed]) == 0
+    add = ["corpus", "add", "--study", NAME, "--corpus", str(corpus), "--allow-simulated"]
+    assert main([*add, "--storage", f"sqlite:///{tmp_path / 'a.db'}"]) == 0
+    capsys.readouterr()
+    assert main([*add, "--storage", f"sqlite:///{tmp_path / 'b.db'}"]) == 2
+    err = capsys.readouterr().err
+    assert "with other results" in err and "--as NAME" in err
+    assert len(read_corpus(corpus)) == 2
+    assert main([*add, "--storage", f"sqlite:///{tmp_path / 'b.db'}", "--as", "run-b"]) == 0
+    assert "as 'run-b'" in capsys.readouterr().out
+    df = read_corpus(corpus)
+    assert list(df["study"]) == [NAME, NAME, "run-b", "run-b"]
+
+
 def test_unknown_study_names_what_is_there(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'amk.db'}"
     optuna.create_study(storage=url, study_name="other")

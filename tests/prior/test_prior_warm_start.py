@@ -8,9 +8,10 @@ from amk_tune.cli import main
 from amk_tune.model.presets import PRESETS, with_layers
 from amk_tune.targets import get_target
 from prior import warm_start as ws
-from prior.corpus import CORPUS_PATH, read_corpus
-from prior.model import fit_prior
-from space.search_space import candidate_of, default_params
+from prior.corpus import CORPUS_PATH, candidate_of_row, knob_fields, read_corpus
+from prior.model import fit_prior, training_rows
+from space.search_space import candidate_of, default_params, in_space, params_of
+from space.weight_format import WeightChoices
 from validator.verdict import Verdict, Violation
 
 SPEC = with_layers(PRESETS["smollm2-135m"], 1)
@@ -69,3 +70,52 @@ def test_study_enqueues_the_prior_picks_after_the_default(tmp_path, capsys):
     study = optuna.load_study(study_name="smollm2-135m-1l-h100-bf16-simulated", storage=url)
     roles = [t.user_attrs.get("role") for t in study.trials]
     assert roles == ["default schedule", ws.ROLE, ws.ROLE]
+
+
+def test_candidates_whose_knobs_do_not_fit_the_kernel_are_not_enqueued(monkeypatch):
+    # lm_ring 8 x 32 warps x 512 B = 128 KiB: more than a 16 KiB slot holds (the objective
+    # would prune it with property kernel_knobs, so the warm start must not spend a pick)
+    misfit = {**default_params(), "threads": 1024, "smem_bytes": 16384, "lm_ring": 8}
+    fits = {**default_params(), "lm_rows_per_warp": 2}
+    monkeypatch.setattr(ws, "sample_candidates", lambda target, n, seed, weights: [
+        (p, candidate_of(p, target)) for p in (misfit, fits)])
+    study = optuna.create_study()
+    picks = ws.pick(study, fit_prior(read_corpus(CORPUS_PATH)), SPEC, TARGET, "bf16",
+                    prompt_len=3)
+    assert [p.params for p in picks] == [fits]
+
+
+def test_remembered_configurations_are_the_best_measured_ones_of_the_space():
+    rows = read_corpus(CORPUS_PATH)
+    best = training_rows(rows).sort_values("y", ascending=False)
+    got = ws.remembered(rows, get_target("h200"), WeightChoices(("bf16",), (0,)), 3)
+    assert len(got) == 3
+    assert got[0][0] == params_of(candidate_of_row(best.iloc[0]))
+    assert all(in_space(p, get_target("h200")) for p, _ in got)
+    # nothing for a study of another weight format, nothing asked for
+    assert ws.remembered(rows, TARGET, WeightChoices(("int8",), (0,)), 3) == []
+    assert ws.remembered(rows, TARGET, WeightChoices(("bf16",), (0,)), 0) == []
+
+
+def test_the_pool_ranks_remembered_configurations_with_the_random_ones(monkeypatch):
+    rows = read_corpus(CORPUS_PATH)
+    monkeypatch.setattr(ws, "sample_candidates", lambda target, n, seed, weights: [])
+    study = optuna.create_study()
+    picks = ws.pick(study, fit_prior(rows), SPEC, get_target("h200"), "bf16", prompt_len=3,
+                    known=rows, remember=8)
+    remembered = [p for p, _ in ws.remembered(rows, get_target("h200"),
+                                              WeightChoices(("bf16",), (0,)), 8)]
+    assert picks and all(p.params in remembered for p in picks)
+
+
+def test_a_corpus_row_gives_back_its_candidate():
+    for _, row in read_corpus(CORPUS_PATH).iterrows():
+        fields = knob_fields(candidate_of_row(row))
+        assert all(fields[k] == row[k] or (fields[k] is None and row[k] != row[k])
+                   for k in fields), row["trial"]
+
+
+def test_in_space_refuses_values_the_target_cannot_take():
+    assert in_space(default_params(), TARGET)
+    assert not in_space({**default_params(), "tiles_mode": "custom", "tiles": 10_000}, TARGET)
+    assert not in_space({**default_params(), "threads": 96}, TARGET)

@@ -152,6 +152,16 @@ def test_conditional_knobs_only_under_their_parent():
         assert ("ring_pairs" in t.params) == (t.params["ring"] > 0)
 
 
+def test_params_of_inverts_suggest():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
+    study.optimize(lambda t: len(ss.suggest(t, H100).to_dict()), n_trials=80)
+    for t in study.trials:
+        cand = ss.candidate_of(t.params, H100)
+        assert ss.candidate_of(ss.params_of(cand), H100) == cand
+        if t.params["fusion"] == "all" or not all(t.params[f] for f in ss.FUSIONS):
+            assert ss.params_of(cand) == t.params  # (custom fusion with every flag on is "all")
+
+
 def test_a_study_opens_only_its_own_weight_formats():
     smol = preset_spec("smollm2-135m")  # row lengths 576 and 1536: groups 128 does not fit
     assert WeightChoices.for_study(smol, "bf16", None) == WeightChoices(("bf16",), (0,))
