@@ -14,7 +14,8 @@
 // gemv_stage() runs kPrefetch - 1 tasks BEFORE the task (vm/cuda/megakernel.cu): weights
 // never depend on activations, so the leading rows of the tile (as many as fit in the
 // task's kSlotBytes slot) stream into shared memory (cp.async) while the block runs and
-// waits on earlier tasks. Rows that do not fit stream from global.
+// waits on earlier tasks. Rows that do not fit stream from global. A ringed tile stages no
+// rows; with cfg::kRingPrefill its ring's first items are issued there instead.
 //
 // After the wait, gemv_prologue() issues every load the tile needs before its dot products
 // in one batch (one L2 round trip on the critical path): the input vector, the folded
@@ -54,7 +55,7 @@ __device__ __forceinline__ GemvTile gemv_tile(const Ctx& c, const int* rec) {
   t.cpg = t.q8 ? rec[G::QGROUP] / 16 : 0;
   const int epi = rec[G::EPI];
   const int rows = t.n0 * t.nseg;
-  // A ringed tile's slot is its ring (rows_ring), so it stages nothing: the LM head with
+  // A ringed tile's slot is its ring (rows_ring), so it stages no rows: the LM head with
   // an LM ring; a layer tile with a ring when its rows outgrow the slot (two-segment
   // tiles only with ring_pairs).
   t.ring = epi == enc::EPI_LOGITS_ARGMAX
@@ -88,7 +89,8 @@ struct TileShape {
 };
 
 // f(TileShape<...>{}) with the shape of ``rec``'s tile: the LM head has its own knobs and one
-// segment; a two-segment layer tile takes the layer ring only with ring_pairs.
+// segment; a two-segment layer tile takes the layer ring only with ring_pairs. gemv_run and
+// gemv_stage both dispatch here, so the ring the prefill fills is the one rows_ring reads.
 template <class F>
 __device__ __forceinline__ void with_tile_shape(const int* rec, const GemvTile& t, F&& f) {
   constexpr int R = cfg::kRowsPerWarp, U = cfg::kUnroll, S = cfg::kKSplit;
@@ -110,7 +112,8 @@ __device__ __forceinline__ int pair_row(const GemvTile& t, int s, int i0, int r)
 // One lane's walk over its warp's ring items (rows_ring): warp w's items are (pairs i0 ..
 // i0 + R - 1, chunk block b) for i0 = w R, w R + kWarps R, ... and b < nb, in that order;
 // item k goes to stage k % D of the warp's [D][NSEG][R][32] 16-byte ring in ``slot``.
-// rows_ring's fetcher walks it, and its consumer reads the entries through at().
+// rows_ring's fetcher and the prefill (gemv_stage) both walk it, so the copies land where
+// the consumer reads them.
 template <int NSEG, int R, int D>
 struct RingWalk {
   static_assert(kWarps * D * NSEG * R * 32 * 16 <= cfg::kSlotBytes, "the ring outgrows a slot");
@@ -131,11 +134,16 @@ struct RingWalk {
   }
 
   // Issue (no commit) this lane's copies of the next item, none past the warp's last item
-  // or the row's end, and step on (past the warp's last item only the stage moves).
-  __device__ __forceinline__ void issue(const GemvTile& t) {
+  // or the row's end, and step on.
+  __device__ __forceinline__ void issue(const GemvTile& t) { step(t, true); }
+  // Step over the next item (copied already: cfg::kRingPrefill).
+  __device__ __forceinline__ void skip(const GemvTile& t) { step(t, false); }
+
+  // issue() / skip(): past the warp's last item only the stage moves.
+  __device__ __forceinline__ void step(const GemvTile& t, bool copy) {
     if (i0 < t.n0) {
       const int ch = b * 32 + lane;
-      if (ch < cpr)
+      if (copy && ch < cpr)
 #pragma unroll
         for (int s = 0; s < NSEG; ++s)
 #pragma unroll
@@ -153,9 +161,21 @@ struct RingWalk {
 };
 
 // Issue (no commit: the caller commits one group per task) the copies of the tile's
-// leading rows into ``slot``.
+// leading rows into ``slot``; for a ringed tile with cfg::kRingPrefill, each warp's first
+// D - 1 ring items instead (rows_ring then starts its fetcher at item D - 1). Each thread
+// issues its own lane's ring entries, as rows_ring would.
 __device__ void gemv_stage(const Ctx& c, const int* rec, unsigned char* slot) {
   const GemvTile t = gemv_tile(c, rec);
+  if (cfg::kRingPrefill && t.ring) {
+    with_tile_shape(rec, t, [&](auto shape) {
+      using Sh = decltype(shape);
+      if constexpr (Sh::D > 0) {
+        RingWalk<Sh::NSEG, Sh::R, Sh::D> walk(t, slot);
+        for (int k = 0; k < Sh::D - 1; ++k) walk.issue(t);
+      }
+    });
+    return;
+  }
   unsigned char* rows = slot;
   const int cpr = t.row_bytes / 16, total = t.staged * cpr;  // 16-byte chunks per row / in all
   for (int i = threadIdx.x; i < total; i += cfg::kThreads) {
@@ -356,27 +376,41 @@ __device__ __forceinline__ void gemv_rows(const Ctx& c, const int* rec, const Ge
 // values were used (the FMAs consumed them before the copy issues). The groups committed
 // here are younger than the prefetched weights' groups and all are waited for, so the
 // megakernel's group accounting still holds after the task.
+//
+// Prefilled (cfg::kRingPrefill): gemv_stage issued items 0 .. D - 2, the same lanes the
+// same entries, into the task's weight group, so the fetcher starts at item D - 1 and
+// those items need no wait here: cp_async_wait_own() waited for that group (and the
+// prologue's __syncthreads() published it). A wait_group(D - 1) there would also wait for
+// the later tasks' weight groups, older than the ring's few. From item D - 1 on, the
+// D - 1 groups committed after an item's own are the later items', so wait_group(D - 1)
+// is exact again.
 template <int NSEG, bool Q8, int R, int D>
 __device__ __forceinline__ void rows_ring(const Ctx& c, const int* rec, const GemvTile& t,
                                           float inv, float& best, int& best_i) {
+  constexpr int kPrefilled = cfg::kRingPrefill ? D - 1 : 0;  // leading items not waited for
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const float4* x = reinterpret_cast<const float4*>(c.x);
   RingWalk<NSEG, R, D> fetch(t, c.stage);
   const int cpr = fetch.cpr, nb = fetch.nb;
   for (int k = 0; k < D - 1; ++k) {
-    fetch.issue(t);
-    cp_async_commit();
+    if constexpr (kPrefilled > 0) {
+      fetch.skip(t);
+    } else {
+      fetch.issue(t);
+      cp_async_commit();
+    }
   }
   float y[NSEG][R];
 #pragma unroll
   for (int s = 0; s < NSEG; ++s)
 #pragma unroll
     for (int r = 0; r < R; ++r) y[s][r] = 0.f;
-  int b = 0, stage = 0;
-  for (int i0 = warp * R; i0 < t.n0;) {
+  int b = 0, stage = 0, item = 0;
+  for (int i0 = warp * R; i0 < t.n0; ++item) {
     fetch.issue(t);
     cp_async_commit();
-    asm volatile("cp.async.wait_group %0;" ::"n"(D - 1) : "memory");  // this item landed
+    if (kPrefilled == 0 || item >= kPrefilled)
+      asm volatile("cp.async.wait_group %0;" ::"n"(D - 1) : "memory");  // this item landed
     const int ch = b * 32 + lane;
     if (ch < cpr) {
       if constexpr (Q8) {
