@@ -377,13 +377,13 @@ __device__ __forceinline__ void gemv_rows(const Ctx& c, const int* rec, const Ge
 // here are younger than the prefetched weights' groups and all are waited for, so the
 // megakernel's group accounting still holds after the task.
 //
-// Prefilled (cfg::kRingPrefill): gemv_stage issued items 0 .. D - 2, the same lanes the
-// same entries, into the task's weight group, so the fetcher starts at item D - 1 and
-// those items need no wait here: cp_async_wait_own() waited for that group (and the
-// prologue's __syncthreads() published it). A wait_group(D - 1) there would also wait for
-// the later tasks' weight groups, older than the ring's few. From item D - 1 on, the
-// D - 1 groups committed after an item's own are the later items', so wait_group(D - 1)
-// is exact again.
+// Prefilled (cfg::kRingPrefill): gemv_stage issued items 0 .. D - 2 (each lane its own
+// entries, as the fetcher would) into the task's weight group, which cp_async_wait_own()
+// waited for before the prologue, whose __syncthreads() published it. So the fetcher starts
+// at item D - 1 and those items are read without a wait: a wait_group(D - 1) there would
+// only stall on older groups (the later tasks' prefetched weights). From item D - 1 on,
+// the D - 1 groups committed after an item's own are the later items', so wait_group(D - 1)
+// is exact again (and drains those older groups, as item 0 does without a prefill).
 template <int NSEG, bool Q8, int R, int D>
 __device__ __forceinline__ void rows_ring(const Ctx& c, const int* rec, const GemvTile& t,
                                           float inv, float& best, int& best_i) {
