@@ -40,7 +40,8 @@ COLUMNS = ("study", "trial", "model", *MODEL_FIELDS, "gpu", *GPU_FIELDS, "dtype"
            "measurement", "date")
 # columns a corpus written before them lacks, and what its rows mean there (bf16: no group;
 # kernels before k_split and the rings: one warp per row, every tile through registers)
-LATER_COLUMNS = {"quant_group": 0, "k_split": 1, "lm_ring": 0, "ring": 0, "ring_pairs": False}
+LATER_COLUMNS = {"quant_group": 0, "k_split": 1, "lm_ring": 0, "ring": 0, "ring_pairs": False,
+                 "ring_prefill": False}
 STATES = ("complete", "infeasible", "pruned", "fail")
 
 

@@ -26,6 +26,10 @@ sums, then added); with the others each output row is summed in the same order.
   leading rows, the rest through registers.
 - ``ring_pairs`` (with ``ring`` > 0): the two-segment tiles (gate/up, QKV) that outgrow
   their slot take the ring too, both rows of each pair per stage.
+- ``ring_prefill`` (with ``ring`` or ``lm_ring`` > 0): a ringed tile's first D - 1 stages
+  (D: its ring's stages) are issued with its prefetched weights, before its wait
+  (``prefetch`` - 1 tasks ahead), not after the wait and prologue: its ring starts full
+  instead of a DRAM latency behind.
 - ``prefetch``: tasks whose weights a block has in flight (the prefetch ring's slots in
   shared memory): 1 stages a task's weights only while it waits on its own inputs; more
   stream later tasks' weights while earlier tasks wait and run.
@@ -66,6 +70,7 @@ class KernelKnobs:
     lm_ring: int = 0
     ring: int = 0
     ring_pairs: bool = False
+    ring_prefill: bool = False
 
     def __post_init__(self) -> None:
         for name, allowed in (("rows_per_warp", ROWS_PER_WARP), ("unroll", UNROLL),
@@ -75,11 +80,16 @@ class KernelKnobs:
             v = getattr(self, name)
             if isinstance(v, bool) or v not in allowed:
                 raise ScheduleError(f"kernel knob {name} = {v!r}: choose one of {allowed}")
-        if not isinstance(self.ring_pairs, bool):
-            raise ScheduleError(f"kernel knob ring_pairs = {self.ring_pairs!r}: true or false")
+        for name in ("ring_pairs", "ring_prefill"):
+            if not isinstance(getattr(self, name), bool):
+                raise ScheduleError(f"kernel knob {name} = {getattr(self, name)!r}: true or false")
         if self.ring_pairs and not self.ring:
             raise ScheduleError("kernel knob ring_pairs = true needs ring > 0: it says which "
                                 "tiles the layer ring takes")
+        if self.ring_prefill and not (self.ring or self.lm_ring):
+            raise ScheduleError("kernel knob ring_prefill = true needs ring > 0 or lm_ring > 0: "
+                                "it fills a ring's first stages early; turn a ring on or set "
+                                "ring_prefill = false")
         v = self.spin_sleep_ns
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 1_000_000:
             raise ScheduleError(f"kernel knob spin_sleep_ns = {v!r}: an integer from 0 to "

@@ -2,10 +2,10 @@
 
 Define-by-run with conditional knobs: an explicit tile count is asked for only when the
 trial leaves ``tiles_mode = "per_block"``, and the five fusion flags only when it leaves
-``fusion = "all"``; ``ring_pairs`` only when ``ring`` > 0; the int8 quantisation group
-only when ``dtype`` is int8 (the weight
-knobs and what part of them a study opens: space/weight_format.py). Every knob changes the
-lowered program or the CUDA build
+``fusion = "all"``; ``ring_pairs`` only when ``ring`` > 0; ``ring_prefill`` only when
+``ring`` or ``lm_ring`` > 0; the int8 quantisation group only when ``dtype`` is int8 (the
+weight knobs and what part of them a study opens: space/weight_format.py). Every knob
+changes the lowered program or the CUDA build
 (tests/study/test_study_space.py proves it for each). The choices keep the default
 Schedule and KernelKnobs reachable (``default_params``), so a study can start from them.
 
@@ -82,6 +82,7 @@ def suggest(trial: optuna.Trial, target: Target,
         **fusion,
     )
     ring = trial.suggest_categorical("ring", RING)
+    lm_ring = trial.suggest_categorical("lm_ring", LM_RING)
     knobs = KernelKnobs(
         rows_per_warp=trial.suggest_categorical("rows_per_warp", ROWS_PER_WARP),
         unroll=trial.suggest_categorical("unroll", UNROLL),
@@ -90,9 +91,11 @@ def suggest(trial: optuna.Trial, target: Target,
         lm_rows_per_warp=trial.suggest_categorical("lm_rows_per_warp", ROWS_PER_WARP),
         lm_unroll=trial.suggest_categorical("lm_unroll", UNROLL),
         k_split=trial.suggest_categorical("k_split", K_SPLIT),
-        lm_ring=trial.suggest_categorical("lm_ring", LM_RING),
+        lm_ring=lm_ring,
         ring=ring,
         ring_pairs=trial.suggest_categorical("ring_pairs", (False, True)) if ring else False,
+        ring_prefill=(trial.suggest_categorical("ring_prefill", (False, True))
+                      if ring or lm_ring else False),
     )
     return Candidate(schedule, knobs, weights.suggest(trial))
 

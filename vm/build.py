@@ -65,6 +65,7 @@ class KernelConfig:
     lm_ring: int = 0
     ring: int = 0
     ring_pairs: bool = False
+    ring_prefill: bool = False
     epi_floats: int = 1  # most epilogue operands of one GEMV tile (epilogue_operands)
     norm_vec: int = 0  # longest input a GEMV folds an RMSNorm into (the hidden size)
     trace: bool = False  # stamp each task's wait and run times (benchmarks/where_time_goes.py)
@@ -173,6 +174,7 @@ def config_for(program: Program, spec: ModelSpec,
         lm_ring=knobs.lm_ring,
         ring=knobs.ring,
         ring_pairs=knobs.ring_pairs,
+        ring_prefill=knobs.ring_prefill,
         epi_floats=epilogue_operands(program),
         norm_vec=spec.hidden,
     )
@@ -238,6 +240,7 @@ def config_header(cfg: KernelConfig) -> str:
         f"constexpr int kLmRing = {cfg.lm_ring};",
         f"constexpr int kRing = {cfg.ring};",
         f"constexpr bool kRingPairs = {'true' if cfg.ring_pairs else 'false'};",
+        f"constexpr bool kRingPrefill = {'true' if cfg.ring_prefill else 'false'};",
         f"constexpr int kPartFloats = {cfg.part_floats};",
         f"constexpr int kPartOffset = {cfg.part_offset};",
         f"constexpr unsigned kSpinSleepNs = {cfg.spin_sleep_ns}u;",

@@ -14,7 +14,8 @@
 // gemv_stage() runs kPrefetch - 1 tasks BEFORE the task (vm/cuda/megakernel.cu): weights
 // never depend on activations, so the leading rows of the tile (as many as fit in the
 // task's kSlotBytes slot) stream into shared memory (cp.async) while the block runs and
-// waits on earlier tasks. Rows that do not fit stream from global.
+// waits on earlier tasks. Rows that do not fit stream from global. A ringed tile stages no
+// rows; with cfg::kRingPrefill its ring's first items are issued there instead.
 //
 // After the wait, gemv_prologue() issues every load the tile needs before its dot products
 // in one batch (one L2 round trip on the critical path): the input vector, the folded
@@ -54,7 +55,7 @@ __device__ __forceinline__ GemvTile gemv_tile(const Ctx& c, const int* rec) {
   t.cpg = t.q8 ? rec[G::QGROUP] / 16 : 0;
   const int epi = rec[G::EPI];
   const int rows = t.n0 * t.nseg;
-  // A ringed tile's slot is its ring (rows_ring), so it stages nothing: the LM head with
+  // A ringed tile's slot is its ring (rows_ring), so it stages no rows: the LM head with
   // an LM ring; a layer tile with a ring when its rows outgrow the slot (two-segment
   // tiles only with ring_pairs).
   t.ring = epi == enc::EPI_LOGITS_ARGMAX
@@ -80,10 +81,101 @@ __device__ __forceinline__ void cp_async_wait_own() {
   asm volatile("cp.async.wait_group %0;" ::"n"(2 * (cfg::kPrefetch - 1)) : "memory");
 }
 
+// How a tile's rows are computed: NSEG segments, R pairs per warp (and ring stage), U
+// chunks in flight per row, S warps per row, a ring of D stages (0: none).
+template <int NSEG_, int R_, int U_, int S_, int D_>
+struct TileShape {
+  static constexpr int NSEG = NSEG_, R = R_, U = U_, S = S_, D = D_;
+};
+
+// f(TileShape<...>{}) with the shape of ``rec``'s tile: the LM head has its own knobs and one
+// segment; a two-segment layer tile takes the layer ring only with ring_pairs. gemv_run and
+// gemv_stage both dispatch here, so the ring the prefill fills is the one rows_ring reads.
+template <class F>
+__device__ __forceinline__ void with_tile_shape(const int* rec, const GemvTile& t, F&& f) {
+  constexpr int R = cfg::kRowsPerWarp, U = cfg::kUnroll, S = cfg::kKSplit;
+  if (rec[G::EPI] == enc::EPI_LOGITS_ARGMAX) {
+    f(TileShape<1, cfg::kLmRowsPerWarp, cfg::kLmUnroll, 1, cfg::kLmRing>{});
+  } else if (t.nseg == 2) {
+    f(TileShape<2, R, U, S, cfg::kRingPairs ? cfg::kRing : 0>{});
+  } else {
+    f(TileShape<1, R, U, S, cfg::kRing>{});
+  }
+}
+
+// Segment s's weight row of pair i0 + r (a pair past the tile's end repeats the last; its
+// result is dropped).
+__device__ __forceinline__ int pair_row(const GemvTile& t, int s, int i0, int r) {
+  return (s == 0 ? t.s0a : t.s1a) + (i0 + r < t.n0 ? i0 + r : t.n0 - 1);
+}
+
+// One lane's walk over its warp's ring items (rows_ring): warp w's items are (pairs i0 ..
+// i0 + R - 1, chunk block b) for i0 = w R, w R + kWarps R, ... and b < nb, in that order;
+// item k goes to stage k % D of the warp's [D][NSEG][R][32] 16-byte ring in ``slot``.
+// rows_ring's fetcher and the prefill (gemv_stage) both walk it, so the copies land where
+// the consumer reads them.
+template <int NSEG, int R, int D>
+struct RingWalk {
+  static_assert(kWarps * D * NSEG * R * 32 * 16 <= cfg::kSlotBytes, "the ring outgrows a slot");
+  static constexpr int kStage = NSEG * R * 32;  // 16-byte entries of one stage of a warp
+  uint4* ring;  // this lane's entries of its warp's ring
+  int lane, cpr, nb;
+  int i0, b = 0, stage = 0;  // the next item
+
+  __device__ __forceinline__ RingWalk(const GemvTile& t, unsigned char* slot)
+      : lane(threadIdx.x & 31), cpr(t.row_bytes / 16), nb((cpr + 31) / 32),
+        i0((threadIdx.x >> 5) * R) {
+    ring = reinterpret_cast<uint4*>(slot) + (size_t)(threadIdx.x >> 5) * D * kStage + lane;
+  }
+
+  // This lane's entry of segment s, pair r in stage st.
+  __device__ __forceinline__ uint4* at(int st, int s, int r) const {
+    return ring + st * kStage + (s * R + r) * 32;
+  }
+
+  // Issue (no commit) this lane's copies of the next item, none past the warp's last item
+  // or the row's end, and step on.
+  __device__ __forceinline__ void issue(const GemvTile& t) { step(t, true); }
+  // Step over the next item (copied already: cfg::kRingPrefill).
+  __device__ __forceinline__ void skip(const GemvTile& t) { step(t, false); }
+
+  // issue() / skip(): past the warp's last item only the stage moves.
+  __device__ __forceinline__ void step(const GemvTile& t, bool copy) {
+    if (i0 < t.n0) {
+      const int ch = b * 32 + lane;
+      if (copy && ch < cpr)
+#pragma unroll
+        for (int s = 0; s < NSEG; ++s)
+#pragma unroll
+          for (int r = 0; r < R; ++r)
+            cp_async16(at(stage, s, r), reinterpret_cast<const unsigned char*>(t.w) +
+                                            (size_t)pair_row(t, s, i0, r) * t.row_bytes +
+                                            (size_t)ch * 16);
+      if (++b == nb) {
+        b = 0;
+        i0 += kWarps * R;
+      }
+    }
+    stage = stage == D - 1 ? 0 : stage + 1;
+  }
+};
+
 // Issue (no commit: the caller commits one group per task) the copies of the tile's
-// leading rows into ``slot``.
+// leading rows into ``slot``; for a ringed tile with cfg::kRingPrefill, each warp's first
+// D - 1 ring items instead (rows_ring then starts its fetcher at item D - 1). Each thread
+// issues its own lane's ring entries, as rows_ring would.
 __device__ void gemv_stage(const Ctx& c, const int* rec, unsigned char* slot) {
   const GemvTile t = gemv_tile(c, rec);
+  if (cfg::kRingPrefill && t.ring) {
+    with_tile_shape(rec, t, [&](auto shape) {
+      using Sh = decltype(shape);
+      if constexpr (Sh::D > 0) {
+        RingWalk<Sh::NSEG, Sh::R, Sh::D> walk(t, slot);
+        for (int k = 0; k < Sh::D - 1; ++k) walk.issue(t);
+      }
+    });
+    return;
+  }
   unsigned char* rows = slot;
   const int cpr = t.row_bytes / 16, total = t.staged * cpr;  // 16-byte chunks per row / in all
   for (int i = threadIdx.x; i < total; i += cfg::kThreads) {
@@ -278,73 +370,63 @@ __device__ __forceinline__ void gemv_rows(const Ctx& c, const int* rec, const Ge
 // warp w takes pairs [w R, w R + R), then every kWarps R further, like gemv_rows with
 // S = 1, but its loads go to its own [D][NSEG][R][32] 16-byte ring in the task's slot, so
 // D NSEG R loads per lane stay in flight across chunk blocks and rows without registers
-// to hold them. The warp's items are (pairs i0 .. i0 + R - 1, chunk block b) in order; the
-// fetcher runs D - 1 items ahead of the consumer. A lane copies and reads back only its
-// own ring entries, so its cp.async.wait_group is the only ordering needed; a stage is
-// refilled one item after its values were used (the FMAs consumed them before the copy
-// issues). The groups committed here are younger than the prefetched weights' groups and
-// all are waited for, so the megakernel's group accounting still holds after the task.
+// to hold them. The warp's items (RingWalk) are fetched D - 1 ahead of the consumer, one
+// cp.async group per item. A lane copies and reads back only its own ring entries, so its
+// cp.async.wait_group is the only ordering needed; a stage is refilled one item after its
+// values were used (the FMAs consumed them before the copy issues). The groups committed
+// here are younger than the prefetched weights' groups and all are waited for, so the
+// megakernel's group accounting still holds after the task.
+//
+// Prefilled (cfg::kRingPrefill): gemv_stage issued items 0 .. D - 2 (each lane its own
+// entries, as the fetcher would) into the task's weight group, which cp_async_wait_own()
+// waited for before the prologue, whose __syncthreads() published it. So the fetcher starts
+// at item D - 1 and those items are read without a wait: a wait_group(D - 1) there would
+// only stall on older groups (the later tasks' prefetched weights). From item D - 1 on,
+// the D - 1 groups committed after an item's own are the later items', so wait_group(D - 1)
+// is exact again (and drains those older groups, as item 0 does without a prefill).
 template <int NSEG, bool Q8, int R, int D>
 __device__ __forceinline__ void rows_ring(const Ctx& c, const int* rec, const GemvTile& t,
                                           float inv, float& best, int& best_i) {
-  static_assert(kWarps * D * NSEG * R * 32 * 16 <= cfg::kSlotBytes, "the ring outgrows a slot");
-  constexpr int kStage = NSEG * R * 32;  // 16-byte entries of one stage of a warp
+  constexpr int kPrefilled = cfg::kRingPrefill ? D - 1 : 0;  // leading items not waited for
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int cpr = t.row_bytes / 16, nb = (cpr + 31) / 32;
-  uint4* ring = reinterpret_cast<uint4*>(c.stage) + (size_t)warp * D * kStage + lane;
   const float4* x = reinterpret_cast<const float4*>(c.x);
-  // Segment s's row of pair i0 + r (a pair past the tile's end repeats the last; dropped
-  // below).
-  auto row = [&](int s, int i0, int r) {
-    return (s == 0 ? t.s0a : t.s1a) + (i0 + r < t.n0 ? i0 + r : t.n0 - 1);
-  };
-  int f_i0 = warp * R, f_b = 0, f_stage = 0;  // the next item to fetch
-  auto fetch = [&]() {
-    if (f_i0 < t.n0) {
-      const int ch = f_b * 32 + lane;
-      if (ch < cpr)
-#pragma unroll
-        for (int s = 0; s < NSEG; ++s)
-#pragma unroll
-          for (int r = 0; r < R; ++r)
-            cp_async16(ring + f_stage * kStage + (s * R + r) * 32,
-                       reinterpret_cast<const unsigned char*>(t.w) +
-                           (size_t)row(s, f_i0, r) * t.row_bytes + (size_t)ch * 16);
-      if (++f_b == nb) {
-        f_b = 0;
-        f_i0 += kWarps * R;
-      }
+  RingWalk<NSEG, R, D> fetch(t, c.stage);
+  const int cpr = fetch.cpr, nb = fetch.nb;
+  for (int k = 0; k < D - 1; ++k) {
+    if constexpr (kPrefilled > 0) {
+      fetch.skip(t);
+    } else {
+      fetch.issue(t);
+      cp_async_commit();
     }
-    cp_async_commit();
-    f_stage = f_stage == D - 1 ? 0 : f_stage + 1;
-  };
-  for (int k = 0; k < D - 1; ++k) fetch();
+  }
   float y[NSEG][R];
 #pragma unroll
   for (int s = 0; s < NSEG; ++s)
 #pragma unroll
     for (int r = 0; r < R; ++r) y[s][r] = 0.f;
-  int b = 0, stage = 0;
-  for (int i0 = warp * R; i0 < t.n0;) {
-    fetch();
-    asm volatile("cp.async.wait_group %0;" ::"n"(D - 1) : "memory");  // this item landed
+  int b = 0, stage = 0, item = 0;
+  for (int i0 = warp * R; i0 < t.n0; ++item) {
+    fetch.issue(t);
+    cp_async_commit();
+    if (kPrefilled == 0 || item >= kPrefilled)
+      asm volatile("cp.async.wait_group %0;" ::"n"(D - 1) : "memory");  // this item landed
     const int ch = b * 32 + lane;
     if (ch < cpr) {
-      const uint4* q = ring + stage * kStage;
       if constexpr (Q8) {
         const int g = ch / t.cpg;
 #pragma unroll
         for (int s = 0; s < NSEG; ++s)
 #pragma unroll
           for (int r = 0; r < R; ++r)
-            y[s][r] += dot16_i8(q[(s * R + r) * 32], x + 4 * ch) *
-                       __ldg(t.scale + (size_t)row(s, i0, r) * t.spr + g);
+            y[s][r] += dot16_i8(*fetch.at(stage, s, r), x + 4 * ch) *
+                       __ldg(t.scale + (size_t)pair_row(t, s, i0, r) * t.spr + g);
       } else {
         const float4 xa = x[2 * ch], xb = x[2 * ch + 1];
 #pragma unroll
         for (int s = 0; s < NSEG; ++s)
 #pragma unroll
-          for (int r = 0; r < R; ++r) y[s][r] += dot8(q[(s * R + r) * 32], xa, xb);
+          for (int r = 0; r < R; ++r) y[s][r] += dot8(*fetch.at(stage, s, r), xa, xb);
       }
     }
     stage = stage == D - 1 ? 0 : stage + 1;
@@ -465,15 +547,10 @@ __device__ void gemv_run(const Ctx& c, const int* rec) {
 
   float best = neg_inf();
   int best_i = 0x7fffffff;
-  constexpr int R = cfg::kRowsPerWarp, U = cfg::kUnroll, S = cfg::kKSplit;
-  if (rec[G::EPI] == enc::EPI_LOGITS_ARGMAX) {  // one segment; the LM head's own knobs
-    tile_rows<1, cfg::kLmRowsPerWarp, cfg::kLmUnroll, 1, cfg::kLmRing>(c, rec, t, inv, best,
-                                                                      best_i);
-  } else if (t.nseg == 2) {
-    tile_rows<2, R, U, S, cfg::kRingPairs ? cfg::kRing : 0>(c, rec, t, inv, best, best_i);
-  } else {
-    tile_rows<1, R, U, S, cfg::kRing>(c, rec, t, inv, best, best_i);
-  }
+  with_tile_shape(rec, t, [&](auto shape) {
+    using Sh = decltype(shape);
+    tile_rows<Sh::NSEG, Sh::R, Sh::U, Sh::S, Sh::D>(c, rec, t, inv, best, best_i);
+  });
   phase(c, 5);
   if (rec[G::EPI] == enc::EPI_LOGITS_ARGMAX) {
     block_argmax(best, best_i, c.red);

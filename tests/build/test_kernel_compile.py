@@ -8,6 +8,7 @@ import pytest
 from amk_tune.errors import BuildError
 from amk_tune.model.presets import preset_spec
 from amk_tune.targets import get_target
+from space.kernel_knobs import KernelKnobs
 from space.schedule import Schedule
 from tests.conftest import TINY_UNTIED
 from vm import build as b
@@ -21,9 +22,10 @@ def _compiler_or_skip() -> str:
         pytest.skip(str(e))
 
 
-def _config(spec, weights: dict | None = None, **knobs) -> b.KernelConfig:
+def _config(spec, weights: dict | None = None, kernel: KernelKnobs | None = None,
+            **knobs) -> b.KernelConfig:
     program = lower(spec, Schedule(**knobs), get_target("h100"), **(weights or {}))
-    return b.config_for(program, spec)
+    return b.config_for(program, spec, kernel)
 
 
 def test_assembled_source_is_one_translation_unit():
@@ -50,6 +52,21 @@ def test_compiles_for_every_target_arch(arch):
                 _config(preset_spec("llama-2-7b"), threads=512, smem_bytes=0)):
         cubin = b.compile_cubin(b.assemble(cfg), arch)
         assert cubin[:4] == b"\x7fELF" and len(cubin) > 10_000
+
+
+@pytest.mark.parametrize("prefill", [False, True], ids=["rings", "rings-prefilled"])
+def test_every_ring_compiles_for_the_oldest_arch(prefill):
+    """The LM head's, the layer tiles' and the pairs' rings (rows_ring, and with
+    ``ring_prefill`` gemv_stage's prefill) at a real shape, for sm_80 (the knob variants on
+    TINY compile for sm_90: tests/study/test_study_space.py). bf16 and int8 programs build
+    the very same source (test_one_kernel_runs_bf16_and_int8_programs)."""
+    _compiler_or_skip()
+    knobs = KernelKnobs(rows_per_warp=2, prefetch=3, lm_rows_per_warp=4, lm_ring=4, ring=4,
+                        ring_pairs=True, ring_prefill=prefill)
+    cfg = _config(preset_spec("llama-3.2-1b"), kernel=knobs, smem_bytes=196608)
+    assert f"kRingPrefill = {'true' if prefill else 'false'};" in b.assemble(cfg)
+    cubin = b.compile_cubin(b.assemble(cfg), "sm_80")
+    assert cubin[:4] == b"\x7fELF" and len(cubin) > 10_000
 
 
 def test_build_cache_hits_and_keys(tmp_path, monkeypatch):

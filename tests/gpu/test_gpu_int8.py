@@ -1,7 +1,7 @@
 """int8 weights (W8A16) on the GPU, whole programs: equal to the reference VM under every
 kind of schedule and the GEMV kernel knobs (rows per warp, unroll, prefetch: the staged and
-the unstaged int8 rows; k_split and the LM ring), and random presets against HF float32 on
-the dequantised weights.
+the unstaged int8 rows; k_split and the LM ring, plain and prefilled), and random presets
+against HF float32 on the dequantised weights.
 Each int8 GEMV tile alone against its twin: tests/gpu/test_gpu_instructions.py."""
 
 from __future__ import annotations
@@ -33,11 +33,13 @@ SCHEDULES = {
 }
 KNOBS = {"plain": KernelKnobs(), "2x2": KernelKnobs(rows_per_warp=2, unroll=2),
          "4x4-prefetch": KernelKnobs(rows_per_warp=4, unroll=4, prefetch=3),
-         "ksplit-ring": KernelKnobs(rows_per_warp=2, k_split=2, lm_ring=2)}
+         "ksplit-ring": KernelKnobs(rows_per_warp=2, k_split=2, lm_ring=2),
+         "ksplit-ring-prefill": KernelKnobs(rows_per_warp=2, k_split=2, lm_ring=4,
+                                            ring_prefill=True)}
 GROUPS = {TINY.name: (0, 16, 32), TINY_UNTIED.name: (0, 16)}
 # no-staging's 16 KiB slot cannot hold a 1024-thread LM ring (test_study_space: refused)
 PAIRS = [(s, k) for s in sorted(SCHEDULES) for k in sorted(KNOBS)
-         if (s, k) != ("no-staging", "ksplit-ring")]
+         if not (s == "no-staging" and KNOBS[k].lm_ring)]
 
 
 @pytest.mark.parametrize(("sched", "knobs"), PAIRS)

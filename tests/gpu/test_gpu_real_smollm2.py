@@ -53,18 +53,21 @@ def test_real_model_matches_hf(real, reference, sched, steps):
     assert len(gen.tokens) == NEW_TOKENS
 
 
-def test_real_model_matches_hf_with_k_split_and_the_lm_ring(real, reference):
+@pytest.mark.parametrize("prefill", [False, True], ids=["plain", "prefill"])
+def test_real_model_matches_hf_with_k_split_and_the_lm_ring(real, reference, prefill):
     """The two kernel knobs that change how a row is read: split over warps (the sums
-    added in another order) and the LM head streamed through its cp.async ring."""
+    added in another order) and the LM head streamed through its cp.async ring; with
+    ``ring_prefill`` the ring's first 3 items (chunk blocks of 576-long rows) are issued with
+    the prefetched weights."""
     from amk_tune.oracle import compare
     from space.kernel_knobs import KernelKnobs
 
     ids, ref = reference
     knobs = KernelKnobs(rows_per_warp=2, unroll=2, k_split=2, prefetch=2, lm_rows_per_warp=4,
-                        lm_ring=4)
+                        lm_ring=4, ring_prefill=prefill)
     gen = greedy_generate(real.weights, Schedule(steps_per_launch=8, smem_bytes=131072),
                           get_target("h100"), ids, NEW_TOKENS,
                           gpu_runner(real.weights, knobs=knobs))
     verdict = compare(ref, gen.tokens, gen.logits)
-    print(f"smollm2-135m-instruct k_split 2 + lm_ring 4: {verdict.message}")
+    print(f"smollm2-135m-instruct k_split 2 + lm_ring 4 (prefill {prefill}): {verdict.message}")
     assert verdict.passed, verdict.message

@@ -15,8 +15,11 @@ from vm.gpu_runner import gpu_runner
 
 pytestmark = pytest.mark.gpu
 H100 = get_target("h100")
+# the last: an LM ring of 4 stages, prefilled; its tiles leave warps fewer than the 3
+# prefilled items, or none
 KNOBS = [KernelKnobs(2, 2, 0), KernelKnobs(1, 4, 256), KernelKnobs(4, 4, 32),
-         KernelKnobs(rows_per_warp=2, unroll=2, k_split=4, lm_ring=2, lm_rows_per_warp=2)]
+         KernelKnobs(rows_per_warp=2, unroll=2, k_split=4, lm_ring=2, lm_rows_per_warp=2),
+         KernelKnobs(rows_per_warp=2, unroll=2, k_split=4, lm_ring=4, ring_prefill=True)]
 SCHEDULES = {
     "default": Schedule(steps_per_launch=4),
     "unfused": Schedule(fuse_norm=False, fuse_rope=False, fuse_residual=False, fuse_silu=False,
@@ -46,14 +49,16 @@ def test_kernel_knobs_compute_what_the_reference_vm_computes(spec, knobs, sched)
     _matches_the_reference_vm(w, s, knobs)
 
 
+@pytest.mark.parametrize("prefill", [False, True], ids=["plain", "prefill"])
 @pytest.mark.parametrize("pairs", [False, True], ids=["one-segment", "pairs"])
 @pytest.mark.parametrize(("spec", "group"), [(TINY, None), (TINY, 0), (TINY, 16),
                                             (TINY_UNTIED, None)],
                          ids=["tiny-bf16", "tiny-int8", "tiny-int8-g16", "tiny-untied-bf16"])
-def test_the_layer_ring_computes_what_the_reference_vm_computes(spec, group, pairs):
+def test_the_layer_ring_computes_what_the_reference_vm_computes(spec, group, pairs, prefill):
     """One tile per projection and small slots: the down tile (with ``ring_pairs``, the
     gate/up tile) outgrows its slot, so with ``ring`` it streams through it (gemv.cuh:
-    rows_ring) instead of staging. (tiny-untied's int8 down tile, 3.75 KiB, would fit:
+    rows_ring) instead of staging; with ``ring_prefill`` its first ring stage is issued with
+    the prefetched weights (gemv_stage). (tiny-untied's int8 down tile, 3.75 KiB, would fit:
     it is not a case of this test.)"""
     from amk_tune.model.quantise import to_storage
     from vm import build
@@ -64,12 +69,28 @@ def test_the_layer_ring_computes_what_the_reference_vm_computes(spec, group, pai
         w = to_storage(w, "int8", group)
     s = Schedule(tiles=1, smem_bytes=0, threads=128, steps_per_launch=4)
     # a pair ring needs twice the slot: 8 KiB slots (prefetch 2) instead of 5 KiB
-    knobs = KernelKnobs(ring=2, prefetch=2 if pairs else 3, rows_per_warp=1, ring_pairs=pairs)
+    knobs = KernelKnobs(ring=2, prefetch=2 if pairs else 3, rows_per_warp=1, ring_pairs=pairs,
+                        ring_prefill=prefill)
     cfg = build.config_for(lower(spec, s, H100), spec, knobs)
     wbytes = 1 if group is not None else 2
     ringed = 2 * spec.intermediate if pairs else spec.intermediate  # gate/up rows, or down's K
     assert ringed * wbytes * spec.hidden > cfg.slot_bytes  # that tile takes the ring
     _matches_the_reference_vm(w, s, knobs)
+
+
+@pytest.mark.parametrize("prefill", [False, True], ids=["plain", "prefill"])
+@pytest.mark.parametrize("group", [None, 16], ids=["bf16", "int8-g16"])
+def test_a_long_lm_ring_computes_what_the_reference_vm_computes(group, prefill):
+    """Two LM tiles of ~105 rows on 4 warps: each warp streams ~26 items through a 4-stage
+    LM ring, with ``ring_prefill`` the first 3 issued a task ahead (gemv_stage) and the rest
+    waited for as without it. (The LM-ring knob sets above leave a warp one row at most.)"""
+    from amk_tune.model.quantise import to_storage
+
+    w = tiny_weights(TINY, seed=6)
+    if group is not None:
+        w = to_storage(w, "int8", group)
+    s = Schedule(lm_tiles=2, threads=128, steps_per_launch=4)
+    _matches_the_reference_vm(w, s, KernelKnobs(lm_ring=4, prefetch=2, ring_prefill=prefill))
 
 
 def test_the_gpu_worker_builds_checks_and_times_a_trial(tmp_path):

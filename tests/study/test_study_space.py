@@ -70,9 +70,11 @@ VARIANTS = [
     *({"lm_rows_per_warp": n} for n in ROWS_PER_WARP if n != 1),
     *({"lm_unroll": n} for n in UNROLL if n != 1),
     *({"k_split": n} for n in K_SPLIT if n != 1),
-    *({"lm_ring": n} for n in LM_RING if n != 0),
-    *({"ring": n, "ring_pairs": False} for n in RING if n != 0),
-    {"ring": 2, "ring_pairs": True},
+    *({"lm_ring": n, "ring_prefill": False} for n in LM_RING if n != 0),
+    *({"ring": n, "ring_pairs": False, "ring_prefill": False} for n in RING if n != 0),
+    {"ring": 2, "ring_pairs": True, "ring_prefill": False},
+    {"lm_ring": 2, "ring_prefill": True},
+    {"ring": 2, "ring_pairs": False, "ring_prefill": True},
     *({"dtype": "int8", "quant_group": g} for g in QUANT_GROUPS),
 ]
 
@@ -115,7 +117,9 @@ def test_kernel_knobs_change_the_compiled_binary(tmp_path, monkeypatch):
     variants = (KernelKnobs(), KernelKnobs(rows_per_warp=2, unroll=2),
                 KernelKnobs(spin_sleep_ns=0), KernelKnobs(prefetch=3), KernelKnobs(k_split=2),
                 KernelKnobs(lm_ring=4), KernelKnobs(ring=2),
-                KernelKnobs(ring=2, ring_pairs=True))
+                KernelKnobs(ring=2, ring_pairs=True), KernelKnobs(lm_ring=4, ring_prefill=True),
+                KernelKnobs(ring=2, ring_prefill=True),
+                KernelKnobs(ring=2, ring_pairs=True, ring_prefill=True))
     for knobs in variants:
         built = build.build(build.config_for(program, TINY, knobs), "sm_90")
         keys.add(built.key)
@@ -150,6 +154,7 @@ def test_conditional_knobs_only_under_their_parent():
         assert all((f in t.params) == (t.params["fusion"] == ss.CUSTOM) for f in ss.FUSIONS)
         assert ("quant_group" in t.params) == (t.params["dtype"] == "int8")
         assert ("ring_pairs" in t.params) == (t.params["ring"] > 0)
+        assert ("ring_prefill" in t.params) == (t.params["ring"] > 0 or t.params["lm_ring"] > 0)
 
 
 def test_params_of_inverts_suggest():
@@ -207,7 +212,18 @@ def test_seeded_tpe_repeats_itself():
     ({"k_split": 3}, r"k_split = 3: choose one of \(1, 2, 4, 8\)"),
     ({"ring_pairs": 1, "ring": 2}, r"ring_pairs = 1: true or false"),
     ({"ring_pairs": True}, r"ring_pairs = true needs ring > 0"),
+    ({"ring_prefill": 1, "ring": 2}, r"ring_prefill = 1: true or false"),
+    ({"ring_prefill": True},
+     r"ring_prefill = true needs ring > 0 or lm_ring > 0: .*set ring_prefill = false"),
 ])
 def test_bad_kernel_knobs_are_named(knobs, message):
     with pytest.raises(ScheduleError, match=message):
         KernelKnobs.from_dict(knobs)
+
+
+def test_ring_prefill_takes_either_ring_and_reaches_the_header():
+    program = lower(TINY, Schedule(), H100)
+    for knobs in (KernelKnobs(ring=2, ring_prefill=True),
+                  KernelKnobs(lm_ring=2, ring_prefill=True)):
+        assert "kRingPrefill = true;" in build.assemble(build.config_for(program, TINY, knobs))
+    assert "kRingPrefill = false;" in build.assemble(build.config_for(program, TINY))

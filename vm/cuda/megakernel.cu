@@ -14,6 +14,9 @@
 // the weights of task g + kPrefetch - 1 (empty when that is no GEMV). The prologue commits
 // the same pairs for tasks 0 .. kPrefetch - 2. So "task g's weights landed" is always
 // cp.async.wait_group(2 (kPrefetch - 1)) and "task g's own copies landed" wait_group(1).
+// A GEMV's weights are its leading rows or, for a ringed tile with cfg::kRingPrefill, the
+// first D - 1 items of its ring (gemv.cuh: gemv_stage): one group either way. rows_ring
+// commits more groups while its task runs, and all of them have landed when it ends.
 //
 // Specialised per program by the generated "amk_config.cuh" (enc:: record layout from
 // vm/encoding.py, cfg:: model/launch constants from vm/build.py); build.py inlines the
