@@ -26,7 +26,7 @@ from amk_tune.model.spec import ModelSpec
 from amk_tune.targets import Target, get_target
 from space.kernel_knobs import KernelKnobs
 from space.schedule import Schedule
-from space.search_space import Candidate, candidate_of
+from space.search_space import LATER_KNOBS, Candidate, candidate_of
 from space.weight_format import WeightFormat
 
 CORPUS_PATH = Path(__file__).resolve().parents[1] / "studies" / "corpus.csv"
@@ -40,8 +40,7 @@ COLUMNS = ("study", "trial", "model", *MODEL_FIELDS, "gpu", *GPU_FIELDS, "dtype"
            "measurement", "date")
 # columns a corpus written before them lacks, and what its rows mean there (bf16: no group;
 # kernels before k_split and the rings: one warp per row, every tile through registers)
-LATER_COLUMNS = {"quant_group": 0, "k_split": 1, "lm_ring": 0, "ring": 0, "ring_pairs": False,
-                 "ring_prefill": False}
+LATER_COLUMNS = {"quant_group": 0, **LATER_KNOBS}
 STATES = ("complete", "infeasible", "pruned", "fail")
 
 

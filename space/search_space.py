@@ -121,6 +121,7 @@ def params_of(cand: Candidate) -> dict[str, Any]:
         "lm_rows_per_warp": k.lm_rows_per_warp, "lm_unroll": k.lm_unroll,
         "k_split": k.k_split, "lm_ring": k.lm_ring, "ring": k.ring,
         **({"ring_pairs": k.ring_pairs} if k.ring else {}),
+        **({"ring_prefill": k.ring_prefill} if k.ring or k.lm_ring else {}),
     }
 
 
@@ -130,12 +131,20 @@ def default_params(weights: WeightChoices = WHOLE_SPACE) -> dict[str, Any]:
     return params_of(Candidate(Schedule(), KernelKnobs(), weights.first()))
 
 
+# Kernel knobs added after the first studies, and what a trial from before them ran with
+# (one warp per row, every tile through registers; prior/corpus.py's LATER_COLUMNS too)
+LATER_KNOBS = {"k_split": 1, "lm_ring": 0, "ring": 0, "ring_pairs": False,
+               "ring_prefill": False}
+
+
 def candidate_of(params: dict[str, Any], target: Target) -> Candidate:
     """The candidate a finished trial's ``params`` stand for (a FixedTrial replays them;
-    params from before the weight knobs mean bf16)."""
+    params from before the weight knobs mean bf16, from before a kernel knob its
+    ``LATER_KNOBS`` value)."""
     fmt = WeightFormat(params.get("dtype", "bf16"), params.get("quant_group", 0))
     own = WeightChoices((fmt.dtype,), (fmt.quant_group,))
-    return suggest(optuna.trial.FixedTrial({**own.default_params(), **params}), target, own)
+    fixed = {**own.default_params(), **LATER_KNOBS, **params}
+    return suggest(optuna.trial.FixedTrial(fixed), target, own)
 
 
 def in_space(params: dict[str, Any], target: Target) -> bool:
