@@ -92,7 +92,7 @@ struct TileShape {
 // segment; a two-segment layer tile takes the layer ring only with ring_pairs. gemv_run and
 // gemv_stage both dispatch here, so the ring the prefill fills is the one rows_ring reads.
 template <class F>
-__device__ __forceinline__ void with_tile_shape(const int* rec, const GemvTile& t, F&& f) {
+__device__ __forceinline__ void with_tile_shape(const int* rec, const GemvTile& t, const F& f) {
   constexpr int R = cfg::kRowsPerWarp, U = cfg::kUnroll, S = cfg::kKSplit;
   if (rec[G::EPI] == enc::EPI_LOGITS_ARGMAX) {
     f(TileShape<1, cfg::kLmRowsPerWarp, cfg::kLmUnroll, 1, cfg::kLmRing>{});
@@ -160,6 +160,22 @@ struct RingWalk {
   }
 };
 
+// with_tile_shape's callables are functors with an explicit __device__ operator(): NVRTC
+// 13.0 takes a lambda's operator() for a host function in JIT mode and refuses it.
+
+// Issue (no commit) each warp's first D - 1 ring items into ``slot`` (gemv_stage).
+struct PrefillRing {
+  const GemvTile& t;
+  unsigned char* slot;
+  template <class Sh>
+  __device__ __forceinline__ void operator()(Sh) const {
+    if constexpr (Sh::D > 0) {
+      RingWalk<Sh::NSEG, Sh::R, Sh::D> walk(t, slot);
+      for (int k = 0; k < Sh::D - 1; ++k) walk.issue(t);
+    }
+  }
+};
+
 // Issue (no commit: the caller commits one group per task) the copies of the tile's
 // leading rows into ``slot``; for a ringed tile with cfg::kRingPrefill, each warp's first
 // D - 1 ring items instead (rows_ring then starts its fetcher at item D - 1). Each thread
@@ -167,13 +183,7 @@ struct RingWalk {
 __device__ void gemv_stage(const Ctx& c, const int* rec, unsigned char* slot) {
   const GemvTile t = gemv_tile(c, rec);
   if (cfg::kRingPrefill && t.ring) {
-    with_tile_shape(rec, t, [&](auto shape) {
-      using Sh = decltype(shape);
-      if constexpr (Sh::D > 0) {
-        RingWalk<Sh::NSEG, Sh::R, Sh::D> walk(t, slot);
-        for (int k = 0; k < Sh::D - 1; ++k) walk.issue(t);
-      }
-    });
+    with_tile_shape(rec, t, PrefillRing{t, slot});
     return;
   }
   unsigned char* rows = slot;
@@ -538,6 +548,20 @@ __device__ __forceinline__ void tile_rows(const Ctx& c, const int* rec, const Ge
   gemv_rows<NSEG, R, U, S>(c, rec, t, inv, best, best_i);
 }
 
+// The tile's rows with its shape (gemv_run).
+struct RunRows {
+  const Ctx& c;
+  const int* rec;
+  const GemvTile& t;
+  float inv;
+  float& best;
+  int& best_i;
+  template <class Sh>
+  __device__ __forceinline__ void operator()(Sh) const {
+    tile_rows<Sh::NSEG, Sh::R, Sh::U, Sh::S, Sh::D>(c, rec, t, inv, best, best_i);
+  }
+};
+
 __device__ void gemv_run(const Ctx& c, const int* rec) {
   const GemvTile t = gemv_tile(c, rec);
   cp_async_wait_own();
@@ -547,10 +571,7 @@ __device__ void gemv_run(const Ctx& c, const int* rec) {
 
   float best = neg_inf();
   int best_i = 0x7fffffff;
-  with_tile_shape(rec, t, [&](auto shape) {
-    using Sh = decltype(shape);
-    tile_rows<Sh::NSEG, Sh::R, Sh::U, Sh::S, Sh::D>(c, rec, t, inv, best, best_i);
-  });
+  with_tile_shape(rec, t, RunRows{c, rec, t, inv, best, best_i});
   phase(c, 5);
   if (rec[G::EPI] == enc::EPI_LOGITS_ARGMAX) {
     block_argmax(best, best_i, c.red);
