@@ -191,5 +191,5 @@ def warm_start(study: optuna.Study, spec: ModelSpec, target: Target, dtype: str,
     picks = pick(study, prior, spec, target, dtype, prompt_len=prompt_len, k=k, seed=seed,
                  quant_group=quant_group, known=rows)
     note = (f"prior trained on {prior.rows} measured trials ({prior.positives} feasible); "
-            f"{len(picks)} of {k} picks accepted by the validator")
+            f"{len(picks)} of {k} picks passed the objective's checks")
     return WarmStart(picks, note)
