@@ -10,7 +10,7 @@
    Optuna's RandomSampler on a throwaway in-memory study), minus those the study has
    already tried or queued.
 3. Ranked by the prior's predicted floor/latency fraction; then, best first, each is lowered
-   and checked exactly as the objective will (``trial_programs``, ``check_knobs_fit`` and
+   and checked exactly as the objective will (``trial_programs``, ``fit_knobs`` and
    ``validate``) and only ACCEPTED ones are enqueued, until ``k`` are or ``max_checks``
    candidates were tried.
 """
@@ -26,7 +26,7 @@ import pandas as pd
 
 from amk_tune.errors import AmkError, ScheduleError
 from amk_tune.model.spec import ModelSpec
-from amk_tune.study.objective import check_knobs_fit, trial_programs
+from amk_tune.study.objective import fit_knobs, trial_programs
 from amk_tune.targets import Target
 from prior.corpus import (
     CORPUS_PATH,
@@ -130,7 +130,7 @@ def accepted_programs(spec: ModelSpec, target: Target, cand: Candidate,
     accepts both launches, else None: the objective's checks before any GPU work."""
     try:
         programs = trial_programs(spec, target, cand, prompt_len)
-        check_knobs_fit(programs, spec, cand)
+        fit_knobs(programs, spec, cand)
     except ScheduleError:
         return None
     return programs if all(validate(p, target).accepted for p in programs.values()) else None

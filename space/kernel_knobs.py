@@ -20,7 +20,8 @@ sums, then added); with the others each output row is summed in the same order.
 - ``lm_ring``: 0 loads the LM head's weights into registers (``lm_unroll`` per row); D > 0
   streams them through a ring of D stages of cp.async copies in the LM task's own slot
   (``lm_rows_per_warp`` rows x 512 B per warp and stage): D x rows loads per lane stay in
-  flight across chunk blocks and rows, at no register cost. It must fit one slot.
+  flight across chunk blocks and rows, at no register cost. It must fit one slot; a
+  study reads both ring depths as upper bounds (``vm.build.fit_rings``).
 - ``ring``: the same for the one-segment layer tiles (O, down) whose rows outgrow their
   slot (``rows_per_warp`` rows per stage); such a tile then stages nothing. 0: staged
   leading rows, the rest through registers.

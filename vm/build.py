@@ -13,6 +13,7 @@ version, and the CuPy version.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -21,6 +22,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -150,11 +152,37 @@ def epilogue_operands(program: Program) -> int:
 
 def config_for(program: Program, spec: ModelSpec,
                knobs: KernelKnobs | None = None) -> KernelConfig:
-    """The kernel specialisation of ``program``, with the kernel ``knobs`` (default: none)."""
-    knobs = knobs or KernelKnobs()
+    """The kernel specialisation of ``program``, with the kernel ``knobs`` (default: none).
+    Raises ScheduleError for knobs that do not fit the launch (``_check_knobs_fit``)."""
+    cfg = _unchecked_config(program, spec, knobs or KernelKnobs())
+    _check_knobs_fit(cfg)
+    return cfg
+
+
+def fit_rings(program: Program, spec: ModelSpec, knobs: KernelKnobs) -> KernelKnobs:
+    """``knobs`` with each ring at most as deep as ``program``'s prefetch slot holds: its
+    depth halved until it fits, the ring off (with ``ring_pairs`` / ``ring_prefill``) when
+    not even 2 stages fit. A study reads a ring depth as an upper bound, since the slot
+    follows from other knobs and the model; ``config_for`` itself refuses a ring that does
+    not fit, so a hand-written knob file means what it says."""
+    cfg = _unchecked_config(program, spec, knobs)
+
+    def deepest(depth: int, need: Callable[[KernelConfig], int], field: str) -> int:
+        while depth >= 2 and need(dataclasses.replace(cfg, **{field: depth})) > cfg.slot_bytes:
+            depth //= 2
+        return depth if depth >= 2 else 0
+
+    ring = deepest(knobs.ring, lambda c: c.ring_bytes, "ring")
+    lm_ring = deepest(knobs.lm_ring, lambda c: c.lm_ring_bytes, "lm_ring")
+    return dataclasses.replace(knobs, ring=ring, lm_ring=lm_ring,
+                               ring_pairs=knobs.ring_pairs and ring > 0,
+                               ring_prefill=knobs.ring_prefill and (ring or lm_ring) > 0)
+
+
+def _unchecked_config(program: Program, spec: ModelSpec, knobs: KernelKnobs) -> KernelConfig:
     max_vec = max(spec.hidden, spec.intermediate, spec.heads * spec.head_dim,
                   spec.group * spec.head_dim)
-    cfg = KernelConfig(
+    return KernelConfig(
         threads=program.launch.threads,
         stage_bytes=_align16(max(program.launch.smem_bytes, MIN_STAGE_BYTES,
                                  knobs.prefetch * min_slot_bytes(program.launch.threads,
@@ -178,8 +206,6 @@ def config_for(program: Program, spec: ModelSpec,
         epi_floats=epilogue_operands(program),
         norm_vec=spec.hidden,
     )
-    _check_knobs_fit(cfg)
-    return cfg
 
 
 def _check_knobs_fit(cfg: KernelConfig) -> None:

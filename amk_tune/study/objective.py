@@ -3,8 +3,10 @@
 1. ``space.search_space.suggest`` samples a Schedule, KernelKnobs and a weight format among
    the study's (``StudySetup.weights``).
 2. The two programs a trial will launch are lowered: the prompt launch and the timed launch
-   (amk_tune/bench.py ``run_checked``). A lowering error is a rejection too, and so are
-   kernel knobs that do not fit the launch (``vm.build.config_for``: k_split, the rings).
+   (amk_tune/bench.py ``run_checked``). A lowering error is a rejection too. The rings are
+   fitted to the launch's prefetch slot (``fit_knobs``: a sampled depth is an upper bound;
+   ``kernel_knobs`` holds what runs, ``knobs_fitted`` what was asked where it differs), and
+   knobs that still do not fit (k_split) are a rejection.
 3. Both are validated. A rejected trial records its violations in ``user_attrs["reject"]``
    and raises ``optuna.TrialPruned`` here, in the parent: no build, no worker, no GPU.
 4. The worker builds, checks against HF and times it (or simulates). A hang or crash is
@@ -16,6 +18,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -33,7 +36,7 @@ from space.search_space import Candidate, suggest
 from space.weight_format import WHOLE_SPACE, WeightChoices
 from validator import validate
 from vm.analysis import program_stats
-from vm.build import config_for
+from vm.build import config_for, fit_rings
 from vm.lowering import lower
 from vm.program import Program
 
@@ -69,10 +72,15 @@ def trial_programs(spec: ModelSpec, target: Target, cand: Candidate,
     }
 
 
-def check_knobs_fit(programs: dict[str, Program], spec: ModelSpec, cand: Candidate) -> None:
-    """Raise ScheduleError when the kernel knobs do not fit the kernel the worker builds
-    (from the timed launch; the prompt launch has the same threads and shared memory)."""
-    config_for(programs["timed launch"], spec, cand.knobs)
+def fit_knobs(programs: dict[str, Program], spec: ModelSpec, cand: Candidate) -> Candidate:
+    """``cand`` with its rings fitted to the kernel the worker builds (``vm.build.fit_rings``:
+    a sampled ring depth is an upper bound), from the timed launch (the prompt launch has
+    the same threads and shared memory). Raises ScheduleError for knobs that still do not
+    fit (``k_split``)."""
+    fitted = dataclasses.replace(cand, knobs=fit_rings(programs["timed launch"], spec,
+                                                       cand.knobs))
+    config_for(programs["timed launch"], spec, fitted.knobs)
+    return fitted
 
 
 class Objective:
@@ -98,10 +106,16 @@ class Objective:
             self.reject(trial, [{"program": "lowering", "property": "lowering", "tasks": [],
                                  "message": str(e)}])
         try:
-            check_knobs_fit(programs, setup.spec, cand)
+            fitted = fit_knobs(programs, setup.spec, cand)
         except ScheduleError as e:
             self.reject(trial, [{"program": "kernel build", "property": "kernel_knobs",
                                  "tasks": [], "message": str(e)}])
+        if fitted != cand:  # what runs, and what was asked where it differs
+            asked, used = cand.knobs.to_dict(), fitted.knobs.to_dict()
+            trial.set_user_attr("kernel_knobs", used)
+            trial.set_user_attr("knobs_fitted", {k: [asked[k], used[k]] for k in asked
+                                                 if asked[k] != used[k]})
+            cand = fitted
         found = []
         for what, program in programs.items():
             verdict = validate(program, setup.target)

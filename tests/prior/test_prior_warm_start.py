@@ -73,9 +73,9 @@ def test_study_enqueues_the_prior_picks_after_the_default(tmp_path, capsys):
 
 
 def test_candidates_whose_knobs_do_not_fit_the_kernel_are_not_enqueued(monkeypatch):
-    # lm_ring 8 x 32 warps x 512 B = 128 KiB: more than a 16 KiB slot holds (the objective
-    # would prune it with property kernel_knobs, so the warm start must not spend a pick)
-    misfit = {**default_params(), "threads": 1024, "smem_bytes": 16384, "lm_ring": 8}
+    # k_split 8 does not divide a 128-thread block's 4 warps (the objective would prune it
+    # with property kernel_knobs, so the warm start must not spend a pick)
+    misfit = {**default_params(), "threads": 128, "k_split": 8}
     fits = {**default_params(), "lm_rows_per_warp": 2}
     monkeypatch.setattr(ws, "sample_candidates", lambda target, n, seed, weights: [
         (p, candidate_of(p, target)) for p in (misfit, fits)])

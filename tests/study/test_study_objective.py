@@ -158,6 +158,18 @@ def test_kernel_knobs_that_do_not_fit_the_launch_are_pruned_before_the_worker():
     assert v["property"] == "kernel_knobs" and "k_split = 8 does not divide" in v["message"]
 
 
+def test_a_ring_deeper_than_its_slot_runs_fitted_and_says_so():
+    worker = FakeWorker(_result())
+    study = _run(worker, {**default_params(), "threads": 1024, "smem_bytes": 16384,
+                          "lm_ring": 8, "ring_prefill": True})
+    (t,) = study.trials
+    assert t.state == TrialState.COMPLETE
+    assert t.user_attrs["knobs_fitted"] == {"lm_ring": [8, 0], "ring_prefill": [True, False]}
+    (request,) = worker.requests
+    assert request["kernel_knobs"] == t.user_attrs["kernel_knobs"]
+    assert request["kernel_knobs"]["lm_ring"] == 0 and t.params["lm_ring"] == 8
+
+
 def test_a_measured_study_without_baselines_says_so():
     """--no-baselines (StudyOptions.baselines=False): the worker times no torch baseline,
     trials carry no baseline ratio, and the summary says why the rows are missing."""

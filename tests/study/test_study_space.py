@@ -145,6 +145,27 @@ def test_kernel_knobs_that_do_not_fit_the_launch_are_named(schedule, knobs, mess
         build.config_for(program, TINY, knobs)
 
 
+@pytest.mark.parametrize(("schedule", "asked", "used"), [
+    # a study's ring depth is an upper bound: halved until it fits, else off
+    (Schedule(threads=512, smem_bytes=65536), KernelKnobs(ring=8, rows_per_warp=2),
+     KernelKnobs(ring=4, rows_per_warp=2)),
+    (Schedule(smem_bytes=65536), KernelKnobs(lm_ring=8, lm_rows_per_warp=4, prefetch=2),
+     KernelKnobs(lm_ring=2, lm_rows_per_warp=4, prefetch=2)),
+    (Schedule(threads=1024, smem_bytes=0),
+     KernelKnobs(lm_ring=2, ring=2, ring_pairs=True, ring_prefill=True), KernelKnobs()),
+    (Schedule(smem_bytes=196608), KernelKnobs(lm_ring=4, ring=4, ring_pairs=True,
+                                              rows_per_warp=2, ring_prefill=True), None),
+])
+def test_a_study_fits_its_rings_to_the_slot(schedule, asked, used):
+    program = lower(TINY, schedule, H100)
+    fitted = build.fit_rings(program, TINY, asked)
+    assert fitted == (used or asked)  # None: it fits as asked
+    build.config_for(program, TINY, fitted)  # fits now
+    if used is not None:
+        with pytest.raises(ScheduleError, match=r"needs .* B of a prefetch slot"):
+            build.config_for(program, TINY, asked)  # a knob file means what it says
+
+
 def test_conditional_knobs_only_under_their_parent():
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     study.optimize(lambda t: len(ss.suggest(t, H100).to_dict()), n_trials=80)
