@@ -2,8 +2,9 @@
 
 For each model, in one process on the same weights:
 - the prompt launch, then a timed launch of 8 decode steps at ``--position``, for each
-  candidate of ``benchmarks/configs/<model>.json`` (schedule + kernel knobs; the defaults
-  when there is no file), each checked against HF float32 (``amk-tune bench``'s method);
+  candidate of ``benchmarks/configs/<model>.json`` (schedule + kernel knobs; for int8
+  ``<model>.int8.json`` where there is one; the defaults when there is no file), each
+  checked against HF float32 (``amk-tune bench``'s method);
 - torch eager, CUDA graph and torch.compile + CUDA graph, once.
 
 The row shows the fastest candidate whose oracle passed; the JSON output keeps every one.
@@ -38,9 +39,17 @@ BASELINES = ("torch eager", "torch CUDA graph", "torch.compile + CUDA graph")
 STEPS = 8
 
 
-def candidates(model: str) -> list[tuple[Schedule, KernelKnobs]]:
-    """The (schedule, kernel knobs) to time for ``model``: its config file, else defaults."""
-    path = CONFIGS / f"{model}.json"
+def config_path(model: str, dtype: str = "bf16") -> Path:
+    """``<model>.<dtype>.json`` where a dtype has candidates of its own (int8 tiles are half
+    the bytes, so other knobs win), else ``<model>.json``."""
+    own = CONFIGS / f"{model}.{dtype}.json"
+    return own if own.is_file() else CONFIGS / f"{model}.json"
+
+
+def candidates(model: str, dtype: str = "bf16") -> list[tuple[Schedule, KernelKnobs]]:
+    """The (schedule, kernel knobs) to time for ``model`` in ``dtype``: its config file
+    (``config_path``), else defaults."""
+    path = config_path(model, dtype)
     if not path.is_file():
         return [(Schedule(), KernelKnobs())]
     return [(Schedule.from_dict(c["schedule"]), KernelKnobs.from_dict(c["kernel_knobs"]))
@@ -58,7 +67,7 @@ def prebuild(models: list[str], args: argparse.Namespace) -> None:
     target, arch, configs = get_target(args.gpu), device_arch(), set()
     for name in models:
         spec = inspect_model(name)
-        for schedule, knobs in candidates(name):
+        for schedule, knobs in candidates(name, args.dtype):
             program = lower(spec, schedule.replace(steps_per_launch=STEPS), target, steps=STEPS,
                             dtype=args.dtype, quant_group=args.quant_group)
             configs.add(config_for(program, spec, knobs))
@@ -80,7 +89,7 @@ def measure(name: str, args: argparse.Namespace) -> dict:
     from vm.gpu_runner import GpuMachine
 
     tried = []
-    for schedule, knobs in candidates(name):
+    for schedule, knobs in candidates(name, args.dtype):
         schedule = schedule.replace(steps_per_launch=STEPS)
         machine = GpuMachine(w, knobs=knobs)
         prepared, logits, tokens = run_checked(machine, w, target, schedule, prompt, STEPS)
