@@ -79,6 +79,11 @@ def training_data(storage: str | None, corpus: str | Path = CORPUS_PATH) -> pd.D
     return rows.drop_duplicates(subset=["study", "trial"], keep="first").reset_index(drop=True)
 
 
+def params_key(params: dict[str, Any]) -> tuple:
+    """A hashable key of trial parameters: the same point of the space, the same key."""
+    return tuple(sorted(params.items()))
+
+
 def sample_candidates(target: Target, n: int, seed: int,
                       weights: WeightChoices = WHOLE_SPACE,
                       ) -> list[tuple[dict[str, Any], Candidate]]:
@@ -89,7 +94,7 @@ def sample_candidates(target: Target, n: int, seed: int,
     for _ in range(n):
         trial = scratch.ask()
         cand = suggest(trial, target, weights)
-        key = tuple(sorted(trial.params.items()))
+        key = params_key(trial.params)
         if key not in seen:
             seen.add(key)
             out.append((dict(trial.params), cand))
@@ -112,7 +117,7 @@ def remembered(rows: pd.DataFrame, target: Target, weights: WeightChoices, n: in
                 or cand.weights.quant_group not in weights.quant_groups):
             continue
         params = params_of(cand)
-        key = tuple(sorted(params.items()))
+        key = params_key(params)
         if key in seen:
             continue
         if not in_space(params, target):
@@ -148,12 +153,12 @@ def pick(study: optuna.Study, prior: Prior, spec: ModelSpec, target: Target, dty
     """Rank the ``remember`` best configurations of ``known`` (training rows) and random
     candidates of a (``dtype``, ``quant_group``) study (space/weight_format.py) with
     ``prior`` and enqueue the best ``k`` accepted ones."""
-    tried = {tuple(sorted(queued_params(t).items())) for t in study.get_trials(deepcopy=False)}
+    tried = {params_key(queued_params(t)) for t in study.get_trials(deepcopy=False)}
     weights = WeightChoices.for_study(spec, dtype, quant_group)
     pool, seen = [], set(tried)
     for p, c in [*(remembered(known, target, weights, remember) if known is not None else []),
                  *sample_candidates(target, candidates, seed, weights)]:
-        key = tuple(sorted(p.items()))
+        key = params_key(p)
         if key not in seen:
             seen.add(key)
             pool.append((p, c))
