@@ -114,13 +114,17 @@ def main() -> int:
     ap.add_argument("--steps-per-launch", type=int, default=8)
     ap.add_argument("--schedule", help="JSON file of schedule knobs")
     ap.add_argument("--kernel-knobs", help="JSON file of kernel knobs")
+    ap.add_argument("--dtype", default="bf16", help="weight storage: bf16 or int8")
+    ap.add_argument("--quant-group", type=int, default=0,
+                    help="int8 columns per scale (0: one scale per output channel)")
     ap.add_argument("--ncu", action="store_true", help="untraced launches only, for ncu")
     ap.add_argument("--json", help="write the analysis here")
     args = ap.parse_args()
 
     from vm.gpu_runner import GpuMachine
 
-    model = load_model(args.model, layers=args.layers)
+    model = load_model(args.model, layers=args.layers, dtype=args.dtype,
+                       quant_group=args.quant_group)
     w, target = model.weights, get_target(args.gpu)
     sched = Schedule.load(args.schedule) if args.schedule else Schedule()
     sched = sched.replace(steps_per_launch=args.steps_per_launch)
@@ -139,10 +143,12 @@ def main() -> int:
     machine.finish(prepared)
     enc = prepared.encoded
     out = analyse(machine.traces(prepared), enc.offsets, enc.task_ids, prepared.steps)
-    out.update(model=w.spec.name, position=args.position, steps=prepared.steps,
+    out.update(model=w.spec.name, dtype=args.dtype, quant_group=args.quant_group,
+               position=args.position, steps=prepared.steps,
                schedule=sched.to_dict(), kernel_knobs=knobs.to_dict(),
                oracle=verdict.message)
-    print(f"{w.spec.name}, position {args.position}, {prepared.steps} steps/launch, traced: "
+    print(f"{w.spec.name} {args.dtype}, position {args.position}, {prepared.steps} "
+          "steps/launch, traced: "
           f"{out['step_us']:.1f} us/step over {out['stages_per_step']} stages; oracle "
           f"{verdict.message}")
     print(f"{'kind':<8} {'tasks':>6} {'run us':>8} {'wait us':>8} {'span/step':>10} "

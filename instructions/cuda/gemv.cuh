@@ -35,6 +35,7 @@ struct GemvTile {
   bool q8;         // int8 codes (gemv_int8.cuh), else bf16
   const float* scale;  // int8: [rows][spr] scales, one per cpg 16-byte chunks of a row
   int spr, cpg;
+  int cpg_shift;   // log2(cpg) when cpg is a power of two, else -1 (chunk_group)
   int staged;      // leading tile rows held in the slot
   bool ring;       // streamed through a cp.async ring in the slot instead (rows_ring)
   int epi_n;       // epilogue operands (epi_operand), at most cfg::kEpiFloats
@@ -53,6 +54,7 @@ __device__ __forceinline__ GemvTile gemv_tile(const Ctx& c, const int* rec) {
   t.scale = t.q8 ? f32(c, rec[G::SCALE]) : nullptr;
   t.spr = t.q8 ? t.k / rec[G::QGROUP] : 0;
   t.cpg = t.q8 ? rec[G::QGROUP] / 16 : 0;
+  t.cpg_shift = t.cpg > 0 && (t.cpg & (t.cpg - 1)) == 0 ? __ffs(t.cpg) - 1 : -1;
   const int epi = rec[G::EPI];
   const int rows = t.n0 * t.nseg;
   // A ringed tile's slot is its ring (rows_ring), so it stages no rows: the LM head with
@@ -66,6 +68,13 @@ __device__ __forceinline__ GemvTile gemv_tile(const Ctx& c, const int* rec) {
   t.staged = rows < fit ? rows : fit;
   t.epi_n = epi == enc::EPI_RESIDUAL ? rows : epi == enc::EPI_QKV_ROPE ? 2 * t.n0 : 0;
   return t;
+}
+
+// The scale group of 16-byte chunk ch of an int8 row: 0 with one scale per row, a shift
+// when a group's chunks are a power of two (every group the search space has), else an
+// integer division (tens of instructions, once per chunk: it showed in the int8 rows).
+__device__ __forceinline__ int chunk_group(const GemvTile& t, int ch) {
+  return t.spr == 1 ? 0 : t.cpg_shift >= 0 ? ch >> t.cpg_shift : ch / t.cpg;
 }
 
 // Local row li (segment 0 rows first, then segment 1) -> weight row.
@@ -246,7 +255,7 @@ __device__ __forceinline__ void rows_dot(const Ctx& c, const GemvTile& t, int i0
       const int ch = ch0 + 32 * u;
       if (ch >= cpr) break;
       if constexpr (Q8) {
-        const int g = ch / t.cpg;
+        const int g = chunk_group(t, ch);
 #pragma unroll
         for (int s = 0; s < NSEG; ++s)
 #pragma unroll
@@ -424,7 +433,7 @@ __device__ __forceinline__ void rows_ring(const Ctx& c, const int* rec, const Ge
     const int ch = b * 32 + lane;
     if (ch < cpr) {
       if constexpr (Q8) {
-        const int g = ch / t.cpg;
+        const int g = chunk_group(t, ch);
 #pragma unroll
         for (int s = 0; s < NSEG; ++s)
 #pragma unroll
