@@ -30,9 +30,10 @@ import numpy as np
 
 from amk_tune.errors import BuildError, ScheduleError
 from amk_tune.model.spec import ModelSpec
+from instructions.base import BF16, INT8
 from space.kernel_knobs import KernelKnobs
 from vm import encoding
-from vm.program import Program
+from vm.program import Program, Task
 
 ROOT = Path(__file__).resolve().parent.parent
 SEARCH = (ROOT / "vm" / "cuda", ROOT / "instructions" / "cuda")
@@ -177,6 +178,20 @@ def fit_rings(program: Program, spec: ModelSpec, knobs: KernelKnobs) -> KernelKn
     return dataclasses.replace(knobs, ring=ring, lm_ring=lm_ring,
                                ring_pairs=knobs.ring_pairs and ring > 0,
                                ring_prefill=knobs.ring_prefill and (ring or lm_ring) > 0)
+
+
+def takes_ring(task: Task, cfg: KernelConfig) -> bool:
+    """Whether the kernel of ``cfg`` streams GEMV ``task``'s rows through a cp.async ring
+    (instructions/cuda/gemv.cuh, ``gemv_tile``): the LM head whenever ``lm_ring`` > 0; a
+    layer tile when ``ring`` > 0, it has one row segment or ``ring_pairs`` holds, and its
+    rows (over its segments) outgrow the prefetch slot."""
+    g = task.instr
+    if g.epilogue.kind == "logits_argmax":
+        return cfg.lm_ring > 0
+    rows = sum(b - a for a, b in g.rows)
+    row_bytes = g.src.n * (INT8 if g.dtype == "int8" else BF16)
+    return (cfg.ring > 0 and (len(g.rows) == 1 or cfg.ring_pairs)
+            and rows * row_bytes > cfg.slot_bytes)
 
 
 def _unchecked_config(program: Program, spec: ModelSpec, knobs: KernelKnobs) -> KernelConfig:

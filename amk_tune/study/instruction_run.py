@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from amk_tune.errors import StudyError, TrialFailed
 from amk_tune.study.instruction_loop import (
-    GRID,
+    RINGS,
     ROLES,
     Evaluator,
     RoleTask,
@@ -27,14 +27,14 @@ from amk_tune.study.instruction_loop import (
     loop1_best,
     loop1_name,
     objective,
-    per_pair,
+    per_config,
     role_knobs,
     role_tasks,
 )
 from amk_tune.study.progress import clock
 from amk_tune.study.run import StudyOptions, study_identity
 from amk_tune.study.setup import open_study, resolve_gpu, study_name
-from space.kernel_knobs import KernelKnobs
+from space.kernel_knobs import ROWS_PER_WARP, UNROLL, KernelKnobs
 from space.weight_format import WeightChoices
 
 
@@ -52,8 +52,10 @@ def run_instruction_loop(opts: StudyOptions, roles: tuple[str, ...] = ROLES, *,
 
     out, err = out or sys.stdout, err or sys.stderr
     if opts.trials is not None:
-        raise StudyError(f"--trials {opts.trials!r}: loop 1 evaluates each role's whole "
-                         f"{GRID}-point grid; leave --trials out (--minutes bounds it)")
+        base = len(ROWS_PER_WARP) * len(UNROLL)
+        raise StudyError(f"--trials {opts.trials!r}: loop 1 evaluates each role's whole grid "
+                         f"({base} points, {base * len(RINGS)} where its tile takes a ring); "
+                         "leave --trials out (--minutes bounds it)")
     deadline = time.monotonic() + opts.minutes * 60
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     target, _ = resolve_gpu(opts.gpu, opts.simulate)
@@ -73,20 +75,21 @@ def run_instruction_loop(opts: StudyOptions, roles: tuple[str, ...] = ROLES, *,
     for i, role in enumerate(roles):
         rt = tasks[role]
         study, _ = open_study(opts.storage, loop1_name(main, role), identity, opts.seed)
-        study.sampler = grid_sampler(role, opts.seed)
+        study.sampler = grid_sampler(rt, opts.seed)
         study.set_user_attr("loop1_role", role)
         study.set_user_attr("task", rt.task_id)
         study.set_user_attr("stages_per_step", rt.per_step)
         studies[role] = study
         done = sum(t.state != TrialState.RUNNING for t in study.trials)
         left = deadline - time.monotonic()
+        size = rt.grid_size
+        dims = " x ".join(f"{k} {v}" for k, v in rt.grid.items())
         print(f"{tag} {study.study_name}: tile {rt.task_id}, stages timed {rt.stages} of "
-              f"{rt.per_step} per step, "
-              f"{GRID - min(done, GRID)} of {GRID} left, {clock(left)} left", file=err,
-              flush=True)
-        if done >= GRID or left <= 0:
+              f"{rt.per_step} per step, grid {dims}: {size - min(done, size)} of {size} left, "
+              f"{clock(left)} left", file=err, flush=True)
+        if done >= size or left <= 0:
             continue
-        study.optimize(objective(rt, evaluate), n_trials=GRID - done,
+        study.optimize(objective(rt, evaluate), n_trials=size - done,
                        timeout=max(1.0, left / (len(roles) - i)), catch=(TrialFailed,),
                        callbacks=[_progress(tag, role, err)])
     best = loop1_best(opts.storage, main)
@@ -111,19 +114,22 @@ def _progress(tag: str, role: str, err: TextIO):
 
 def table(studies: dict[str, optuna.Study], tasks: dict[str, RoleTask],
           best: KernelKnobs | None, simulated: bool) -> str:
+    """Each role's best knobs (its ring where its grid has one) and us/stage against the
+    default knobs' (every knob default: no ring), then what loop 2 starts from."""
     kind = "simulated" if simulated else "measured"
     lines = [f"loop 1 ({kind}): each role's tile checked alone, its stage timed, us per stage",
              "| role | tile | best knobs | us/stage | default knobs us/stage |",
              "|---|---|---|---|---|"]
     default = KernelKnobs()
     for role, study in studies.items():
-        found = per_pair(study)
-        first, second = role_knobs(role)
-        base = found.get((getattr(default, first), getattr(default, second)), math.inf)
+        found = per_config(study)
+        names = role_knobs(role)
+        base = found.get(tuple(getattr(default, k) for k in names), math.inf)
         if found:
-            pair = min(sorted(found), key=found.__getitem__)
-            text = f"{first}={pair[0]}, {second}={pair[1]}"
-            lines.append(f"| {role} | {tasks[role].task_id} | {text} | {found[pair]:.2f} "
+            config = min(sorted(found), key=found.__getitem__)
+            text = ", ".join(f"{k}={v}" for k, v in zip(names, config, strict=True)
+                             if k in tasks[role].grid)
+            lines.append(f"| {role} | {tasks[role].task_id} | {text} | {found[config]:.2f} "
                          f"({kind}) | {_us(base, kind)} |")
         else:
             lines.append(f"| {role} | {tasks[role].task_id} | no feasible trial | - | - |")

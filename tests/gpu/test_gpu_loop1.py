@@ -7,9 +7,9 @@ import optuna
 import pytest
 
 from amk_tune.model import loaders
-from amk_tune.study.instruction_loop import GRID
 from amk_tune.study.instruction_run import run_instruction_loop
 from amk_tune.study.run import StudyOptions
+from space.kernel_knobs import ROWS_PER_WARP, UNROLL
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.gpu
@@ -22,9 +22,11 @@ def test_loop1_measures_one_role_on_the_gpu(tmp_path, monkeypatch):
                                    roles=("o",))
     study = outcome.studies["o"]
     assert study.study_name.endswith(".loop1.o")
-    assert len(study.trials) == GRID
+    # TINY's O tile fits its slot: rows per warp x unroll, no ring dimension
+    assert len(study.trials) == len(ROWS_PER_WARP) * len(UNROLL)
     for t in study.trials:
         assert t.state == optuna.trial.TrialState.COMPLETE, t.user_attrs.get("fail_reason")
+        assert set(t.params) == {"rows_per_warp", "unroll"}
         assert t.user_attrs["feasible"] is True, t.user_attrs.get("twin_problems")
         assert t.user_attrs["measurement"] == "measured"
         assert 0 < t.value < 1000 and t.user_attrs["registers"] > 0
