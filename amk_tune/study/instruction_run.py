@@ -1,8 +1,11 @@
 """``run_instruction_loop``: one session of loop 1 (instruction_loop.py says what a trial is).
 
 The roles run one after another, each with an equal share of the time left; a role whose
-grid is already done (a resumed session) runs nothing. Progress goes to stderr, the closing
-table (best knobs per role against the defaults, and what loop 2 will start from) to stdout.
+grid is already done (a resumed session) runs nothing. A new role study runs the default
+knobs first (an enqueued trial), so the closing table compares against them even when time
+runs out before the shuffled grid reaches that point; the grid then measures it once more.
+Progress goes to stderr, the closing table (best knobs per role against the defaults, and
+what loop 2 will start from) to stdout.
 """
 
 from __future__ import annotations
@@ -80,16 +83,21 @@ def run_instruction_loop(opts: StudyOptions, roles: tuple[str, ...] = ROLES, *,
         study.set_user_attr("task", rt.task_id)
         study.set_user_attr("stages_per_step", rt.per_step)
         studies[role] = study
-        done = sum(t.state != TrialState.RUNNING for t in study.trials)
+        if not study.trials:
+            study.enqueue_trial({k: getattr(KernelKnobs(), k) for k in rt.grid})
+        visited = {tuple(sorted(t.params.items())) for t in study.trials
+                   if t.state.is_finished() and set(t.params) == set(rt.grid)}
+        todo = rt.grid_size - len(visited)
         left = deadline - time.monotonic()
-        size = rt.grid_size
         dims = " x ".join(f"{k} {v}" for k, v in rt.grid.items())
         print(f"{tag} {study.study_name}: tile {rt.task_id}, stages timed {rt.stages} of "
-              f"{rt.per_step} per step, grid {dims}: {size - min(done, size)} of {size} left, "
+              f"{rt.per_step} per step, grid {dims}: {todo} of {rt.grid_size} left, "
               f"{clock(left)} left", file=err, flush=True)
-        if done >= size or left <= 0:
+        if todo <= 0 or left <= 0:
             continue
-        study.optimize(objective(rt, evaluate), n_trials=size - done,
+        # + 1: the enqueued default carries no grid id, so the grid measures it once more;
+        # the GridSampler stops the study once every grid point has run
+        study.optimize(objective(rt, evaluate), n_trials=todo + 1,
                        timeout=max(1.0, left / (len(roles) - i)), catch=(TrialFailed,),
                        callbacks=[_progress(tag, role, err)])
     best = loop1_best(opts.storage, main)

@@ -22,8 +22,10 @@ def test_loop1_measures_one_role_on_the_gpu(tmp_path, monkeypatch):
                                    roles=("o",))
     study = outcome.studies["o"]
     assert study.study_name.endswith(".loop1.o")
-    # TINY's O tile fits its slot: rows per warp x unroll, no ring dimension
-    assert len(study.trials) == len(ROWS_PER_WARP) * len(UNROLL)
+    # TINY's O tile fits its slot: rows per warp x unroll, no ring dimension; the default
+    # knobs first, then the whole grid (the default once more)
+    assert len(study.trials) == len(ROWS_PER_WARP) * len(UNROLL) + 1
+    assert study.trials[0].params == {"rows_per_warp": 1, "unroll": 1}
     for t in study.trials:
         assert t.state == optuna.trial.TrialState.COMPLETE, t.user_attrs.get("fail_reason")
         assert set(t.params) == {"rows_per_warp", "unroll"}

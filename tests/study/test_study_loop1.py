@@ -55,14 +55,16 @@ def test_simulated_loop1_on_tiny_runs_every_role_and_checks_the_twin(tmp_path, t
     outcome = run_instruction_loop(opts)
     # TINY's layer tiles fit their slot: no layer ring; the LM head takes its ring
     grids = {**{role: PLAIN for role in LAYER_ROLES}, "lm": RINGED}
-    assert len(calls) == sum(grids.values()) and not any(calls)  # the twin wrote every float
+    # each grid point once, and the enqueued default first (measured twice)
+    assert len(calls) == sum(grids.values()) + len(ROLES) and not any(calls)
     main_name = "tiny-h100-bf16-simulated"
     assert set(outcome.studies) == set(ROLES)
     for role in ROLES:
         study = optuna.load_study(study_name=loop1_name(main_name, role), storage=url)
         trials = study.get_trials(states=(TrialState.COMPLETE,))
-        assert len(trials) == grids[role]
+        assert len(trials) == grids[role] + 1
         assert len({tuple(t.params.values()) for t in trials}) == grids[role]  # the whole grid
+        assert trials[0].params == {k: getattr(KernelKnobs(), k) for k in trials[1].params}
         assert all(len(t.params) == (3 if role == "lm" else 2) for t in trials)
         assert all(t.user_attrs["measurement"] == "simulated" for t in trials)
         assert study.user_attrs["stages_per_step"] > 0 and study.user_attrs["simulated"] is True
@@ -77,7 +79,7 @@ def test_simulated_loop1_on_tiny_runs_every_role_and_checks_the_twin(tmp_path, t
     assert outcome.best == loop1_best(url, main_name)
 
     again = run_instruction_loop(opts)  # resumed: every grid is done, nothing runs
-    assert {r: len(s.trials) for r, s in again.studies.items()} == grids
+    assert {r: len(s.trials) - 1 for r, s in again.studies.items()} == grids
 
 
 def test_a_tile_that_outgrows_its_slot_tunes_the_ring(tmp_path, capsys):
@@ -88,7 +90,7 @@ def test_a_tile_that_outgrows_its_slot_tunes_the_ring(tmp_path, capsys):
                         iters=3)
     outcome = run_instruction_loop(opts, roles=("gu",))
     trials = outcome.studies["gu"].get_trials(states=(TrialState.COMPLETE,))
-    assert len(trials) == RINGED and {t.params["ring"] for t in trials} == set(RINGS)
+    assert len(trials) == RINGED + 1 and {t.params["ring"] for t in trials} == set(RINGS)
     knobs = {tuple(t.params.values()): t.user_attrs["kernel_knobs"] for t in trials}
     value = {tuple(t.params.values()): t.value for t in trials}
     assert knobs[(1, 1, 4)] == KernelKnobs(ring=4, ring_pairs=True,
