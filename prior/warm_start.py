@@ -37,7 +37,7 @@ from prior.corpus import (
     study_rows,
 )
 from prior.model import Prior, fit_prior, latency_us, training_rows
-from space.search_space import Candidate, in_space, params_of, suggest
+from space.search_space import Candidate, in_space, params_key, params_of, suggest
 from space.weight_format import WHOLE_SPACE, WeightChoices
 from validator import validate
 from vm.analysis import program_stats
@@ -77,11 +77,6 @@ def training_data(storage: str | None, corpus: str | Path = CORPUS_PATH) -> pd.D
         return read_corpus(corpus)
     rows = pd.concat(frames, ignore_index=True)
     return rows.drop_duplicates(subset=["study", "trial"], keep="first").reset_index(drop=True)
-
-
-def params_key(params: dict[str, Any]) -> tuple:
-    """A hashable key of trial parameters: the same point of the space, the same key."""
-    return tuple(sorted(params.items()))
 
 
 def sample_candidates(target: Target, n: int, seed: int,

@@ -125,6 +125,11 @@ def params_of(cand: Candidate) -> dict[str, Any]:
     }
 
 
+def params_key(params: dict[str, Any]) -> tuple:
+    """A hashable key of trial parameters: the same point of the space, the same key."""
+    return tuple(sorted(params.items()))
+
+
 def default_params(weights: WeightChoices = WHOLE_SPACE) -> dict[str, Any]:
     """The trial parameters of the default Schedule and KernelKnobs with the first weight
     format of ``weights`` (bf16 in the whole space), for enqueue_trial."""

@@ -38,6 +38,7 @@ from amk_tune.study.progress import clock
 from amk_tune.study.run import StudyOptions, study_identity
 from amk_tune.study.setup import open_study, resolve_gpu, study_name
 from space.kernel_knobs import ROWS_PER_WARP, UNROLL, KernelKnobs
+from space.search_space import params_key
 from space.weight_format import WeightChoices
 
 
@@ -85,7 +86,7 @@ def run_instruction_loop(opts: StudyOptions, roles: tuple[str, ...] = ROLES, *,
         studies[role] = study
         if not study.trials:
             study.enqueue_trial({k: getattr(KernelKnobs(), k) for k in rt.grid})
-        visited = {tuple(sorted(t.params.items())) for t in study.trials
+        visited = {params_key(t.params) for t in study.trials
                    if t.state.is_finished() and set(t.params) == set(rt.grid)}
         todo = rt.grid_size - len(visited)
         left = deadline - time.monotonic()
