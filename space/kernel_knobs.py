@@ -34,6 +34,10 @@ sums, then added); with the others each output row is summed in the same order.
 - ``prefetch``: tasks whose weights a block has in flight (the prefetch ring's slots in
   shared memory): 1 stages a task's weights only while it waits on its own inputs; more
   stream later tasks' weights while earlier tasks wait and run.
+- ``weights_evict_first``: the weight rows' copies and loads carry an L2 evict-first hint:
+  read once per step, they stop pushing out what is read again soon (the KV cache, the
+  activations). The staged rows' copies keep no hint (``gemv_stage``: NVRTC 13.0 miscompiled
+  it); the ring's copies and the rows read into registers carry it.
 - ``spin_sleep_ns``: the longest ``__nanosleep`` back-off of a spin-wait on a counter; 0
   spins without sleeping (lowest hand-off latency, most memory traffic while waiting).
 """
@@ -72,6 +76,7 @@ class KernelKnobs:
     ring: int = 0
     ring_pairs: bool = False
     ring_prefill: bool = False
+    weights_evict_first: bool = False
 
     def __post_init__(self) -> None:
         for name, allowed in (("rows_per_warp", ROWS_PER_WARP), ("unroll", UNROLL),
@@ -81,7 +86,7 @@ class KernelKnobs:
             v = getattr(self, name)
             if isinstance(v, bool) or v not in allowed:
                 raise ScheduleError(f"kernel knob {name} = {v!r}: choose one of {allowed}")
-        for name in ("ring_pairs", "ring_prefill"):
+        for name in ("ring_pairs", "ring_prefill", "weights_evict_first"):
             if not isinstance(getattr(self, name), bool):
                 raise ScheduleError(f"kernel knob {name} = {getattr(self, name)!r}: true or false")
         if self.ring_pairs and not self.ring:

@@ -96,6 +96,7 @@ def suggest(trial: optuna.Trial, target: Target,
         ring_pairs=trial.suggest_categorical("ring_pairs", (False, True)) if ring else False,
         ring_prefill=(trial.suggest_categorical("ring_prefill", (False, True))
                       if ring or lm_ring else False),
+        weights_evict_first=trial.suggest_categorical("weights_evict_first", (False, True)),
     )
     return Candidate(schedule, knobs, weights.suggest(trial))
 
@@ -122,6 +123,7 @@ def params_of(cand: Candidate) -> dict[str, Any]:
         "k_split": k.k_split, "lm_ring": k.lm_ring, "ring": k.ring,
         **({"ring_pairs": k.ring_pairs} if k.ring else {}),
         **({"ring_prefill": k.ring_prefill} if k.ring or k.lm_ring else {}),
+        "weights_evict_first": k.weights_evict_first,
     }
 
 
@@ -139,7 +141,7 @@ def default_params(weights: WeightChoices = WHOLE_SPACE) -> dict[str, Any]:
 # Kernel knobs added after the first studies, and what a trial from before them ran with
 # (one warp per row, every tile through registers; prior/corpus.py's LATER_COLUMNS too)
 LATER_KNOBS = {"k_split": 1, "lm_ring": 0, "ring": 0, "ring_pairs": False,
-               "ring_prefill": False}
+               "ring_prefill": False, "weights_evict_first": False}
 
 
 def candidate_of(params: dict[str, Any], target: Target) -> Candidate:

@@ -69,6 +69,7 @@ class KernelConfig:
     ring: int = 0
     ring_pairs: bool = False
     ring_prefill: bool = False
+    weights_evict_first: bool = False
     epi_floats: int = 1  # most epilogue operands of one GEMV tile (epilogue_operands)
     norm_vec: int = 0  # longest input a GEMV folds an RMSNorm into (the hidden size)
     trace: bool = False  # stamp each task's wait and run times (benchmarks/where_time_goes.py)
@@ -218,6 +219,7 @@ def _unchecked_config(program: Program, spec: ModelSpec, knobs: KernelKnobs) -> 
         ring=knobs.ring,
         ring_pairs=knobs.ring_pairs,
         ring_prefill=knobs.ring_prefill,
+        weights_evict_first=knobs.weights_evict_first,
         epi_floats=epilogue_operands(program),
         norm_vec=spec.hidden,
     )
@@ -282,6 +284,7 @@ def config_header(cfg: KernelConfig) -> str:
         f"constexpr int kRing = {cfg.ring};",
         f"constexpr bool kRingPairs = {'true' if cfg.ring_pairs else 'false'};",
         f"constexpr bool kRingPrefill = {'true' if cfg.ring_prefill else 'false'};",
+        f"constexpr bool kWeightsEvictFirst = {'true' if cfg.weights_evict_first else 'false'};",
         f"constexpr int kPartFloats = {cfg.part_floats};",
         f"constexpr int kPartOffset = {cfg.part_offset};",
         f"constexpr unsigned kSpinSleepNs = {cfg.spin_sleep_ns}u;",

@@ -25,6 +25,34 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
 }
+// The same for weight rows. Weights are read once per step and a step streams far more of
+// them than the L2 holds, so with cfg::kWeightsEvictFirst they are copied evict-first: they
+// no longer push out what is read again soon (the KV cache, the activations, the counters).
+__device__ __forceinline__ unsigned long long evict_first_policy() {
+  unsigned long long p;
+  asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
+  return p;
+}
+__device__ __forceinline__ void cp_async16_weights(void* smem, const void* gmem) {
+  if constexpr (cfg::kWeightsEvictFirst) {
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+    asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;"
+                 ::"r"(s), "l"(gmem), "l"(evict_first_policy()) : "memory");
+  } else {
+    cp_async16(smem, gmem);
+  }
+}
+// A 16-byte weight load through the read-only path (evict-first as above).
+__device__ __forceinline__ uint4 ldg_weights(const uint4* p) {
+  if constexpr (cfg::kWeightsEvictFirst) {
+    uint4 v;
+    asm("ld.global.nc.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p), "l"(evict_first_policy()));
+    return v;
+  } else {
+    return __ldg(p);
+  }
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
 

@@ -157,7 +157,7 @@ struct RingWalk {
         for (int s = 0; s < NSEG; ++s)
 #pragma unroll
           for (int r = 0; r < R; ++r)
-            cp_async16(at(stage, s, r), reinterpret_cast<const unsigned char*>(t.w) +
+            cp_async16_weights(at(stage, s, r), reinterpret_cast<const unsigned char*>(t.w) +
                                             (size_t)pair_row(t, s, i0, r) * t.row_bytes +
                                             (size_t)ch * 16);
       if (++b == nb) {
@@ -199,6 +199,8 @@ __device__ void gemv_stage(const Ctx& c, const int* rec, unsigned char* slot) {
   const int cpr = t.row_bytes / 16, total = t.staged * cpr;  // 16-byte chunks per row / in all
   for (int i = threadIdx.x; i < total; i += cfg::kThreads) {
     const int li = i / cpr, ch = i - li * cpr;
+    // plain cp.async: with the evict-first hint here, NVRTC 13.0 (the GPU image's) built a
+    // megakernel that died of an illegal instruction (the ring's hinted copies run fine)
     cp_async16(rows + (size_t)i * 16,
                reinterpret_cast<const unsigned char*>(t.w) + (size_t)tile_row(t, li) * t.row_bytes +
                    ch * 16);
@@ -248,7 +250,7 @@ __device__ __forceinline__ void rows_dot(const Ctx& c, const GemvTile& t, int i0
 #pragma unroll
       for (int s = 0; s < NSEG; ++s)
 #pragma unroll
-        for (int r = 0; r < R; ++r) q[u][s][r] = staged[s][r] ? w[s][r][ch] : __ldg(w[s][r] + ch);
+        for (int r = 0; r < R; ++r) q[u][s][r] = staged[s][r] ? w[s][r][ch] : ldg_weights(w[s][r] + ch);
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {

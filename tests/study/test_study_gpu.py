@@ -15,11 +15,13 @@ from vm.gpu_runner import gpu_runner
 
 pytestmark = pytest.mark.gpu
 H100 = get_target("h100")
-# the last: an LM ring of 4 stages, prefilled; its tiles leave warps fewer than the 3
-# prefilled items, or none
+# the fifth: an LM ring of 4 stages, prefilled; its tiles leave warps fewer than the 3
+# prefilled items, or none. The last: the evict-first hint on the LM ring's copies and the
+# layer tiles' register loads
 KNOBS = [KernelKnobs(2, 2, 0), KernelKnobs(1, 4, 256), KernelKnobs(4, 4, 32),
          KernelKnobs(rows_per_warp=2, unroll=2, k_split=4, lm_ring=2, lm_rows_per_warp=2),
-         KernelKnobs(rows_per_warp=2, unroll=2, k_split=4, lm_ring=4, ring_prefill=True)]
+         KernelKnobs(rows_per_warp=2, unroll=2, k_split=4, lm_ring=4, ring_prefill=True),
+         KernelKnobs(rows_per_warp=2, unroll=2, lm_ring=4, weights_evict_first=True)]
 SCHEDULES = {
     "default": Schedule(steps_per_launch=4),
     "unfused": Schedule(fuse_norm=False, fuse_rope=False, fuse_residual=False, fuse_silu=False,

@@ -75,6 +75,7 @@ VARIANTS = [
     {"ring": 2, "ring_pairs": True, "ring_prefill": False},
     {"lm_ring": 2, "ring_prefill": True},
     {"ring": 2, "ring_pairs": False, "ring_prefill": True},
+    {"weights_evict_first": True},
     *({"dtype": "int8", "quant_group": g} for g in QUANT_GROUPS),
 ]
 
@@ -119,7 +120,8 @@ def test_kernel_knobs_change_the_compiled_binary(tmp_path, monkeypatch):
                 KernelKnobs(lm_ring=4), KernelKnobs(ring=2),
                 KernelKnobs(ring=2, ring_pairs=True), KernelKnobs(lm_ring=4, ring_prefill=True),
                 KernelKnobs(ring=2, ring_prefill=True),
-                KernelKnobs(ring=2, ring_pairs=True, ring_prefill=True))
+                KernelKnobs(ring=2, ring_pairs=True, ring_prefill=True),
+                KernelKnobs(weights_evict_first=True))
     for knobs in variants:
         built = build.build(build.config_for(program, TINY, knobs), "sm_90")
         keys.add(built.key)
