@@ -158,8 +158,8 @@ struct RingWalk {
 #pragma unroll
           for (int r = 0; r < R; ++r)
             cp_async16_weights(at(stage, s, r), reinterpret_cast<const unsigned char*>(t.w) +
-                                            (size_t)pair_row(t, s, i0, r) * t.row_bytes +
-                                            (size_t)ch * 16);
+                                                    (size_t)pair_row(t, s, i0, r) * t.row_bytes +
+                                                    (size_t)ch * 16);
       if (++b == nb) {
         b = 0;
         i0 += kWarps * R;
