@@ -30,9 +30,9 @@ import numpy as np
 
 from amk_tune.errors import BuildError, ScheduleError
 from amk_tune.model.spec import ModelSpec
-from instructions.base import BF16, INT8
 from space.kernel_knobs import KernelKnobs
 from vm import encoding
+from vm.lowering import WEIGHT_BYTES
 from vm.program import Program, Task
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -190,7 +190,7 @@ def takes_ring(task: Task, cfg: KernelConfig) -> bool:
     if g.epilogue.kind == "logits_argmax":
         return cfg.lm_ring > 0
     rows = sum(b - a for a, b in g.rows)
-    row_bytes = g.src.n * (INT8 if g.dtype == "int8" else BF16)
+    row_bytes = g.src.n * WEIGHT_BYTES[g.dtype]
     return (cfg.ring > 0 and (len(g.rows) == 1 or cfg.ring_pairs)
             and rows * row_bytes > cfg.slot_bytes)
 
