@@ -36,8 +36,7 @@ sums, then added); with the others each output row is summed in the same order.
   stream later tasks' weights while earlier tasks wait and run.
 - ``weights_evict_first``: the weight rows' copies and loads carry an L2 evict-first hint:
   read once per step, they stop pushing out what is read again soon (the KV cache, the
-  activations). The staged rows' copies keep no hint (``gemv_stage``: NVRTC 13.0 miscompiled
-  it); the ring's copies and the rows read into registers carry it.
+  activations): the staged rows' and the ring's copies, and the rows read into registers.
 - ``spin_sleep_ns``: the longest ``__nanosleep`` back-off of a spin-wait on a counter; 0
   spins without sleeping (lowest hand-off latency, most memory traffic while waiting).
 """

@@ -189,7 +189,7 @@ struct PrefillRing {
 // leading rows into ``slot``; for a ringed tile with cfg::kRingPrefill, each warp's first
 // D - 1 ring items instead (rows_ring then starts its fetcher at item D - 1). Each thread
 // issues its own lane's ring entries, as rows_ring would.
-__device__ void gemv_stage(const Ctx& c, const int* rec, unsigned char* slot) {
+__device__ void stage_tile(const Ctx& c, const int* rec, unsigned char* slot) {
   const GemvTile t = gemv_tile(c, rec);
   if (cfg::kRingPrefill && t.ring) {
     with_tile_shape(rec, t, PrefillRing{t, slot});
@@ -199,11 +199,26 @@ __device__ void gemv_stage(const Ctx& c, const int* rec, unsigned char* slot) {
   const int cpr = t.row_bytes / 16, total = t.staged * cpr;  // 16-byte chunks per row / in all
   for (int i = threadIdx.x; i < total; i += cfg::kThreads) {
     const int li = i / cpr, ch = i - li * cpr;
-    // plain cp.async: with the evict-first hint here, NVRTC 13.0 (the GPU image's) built a
-    // megakernel that died of an illegal instruction (the ring's hinted copies run fine)
-    cp_async16(rows + (size_t)i * 16,
-               reinterpret_cast<const unsigned char*>(t.w) + (size_t)tile_row(t, li) * t.row_bytes +
-                   ch * 16);
+    cp_async16_weights(rows + (size_t)i * 16,
+                       reinterpret_cast<const unsigned char*>(t.w) +
+                           (size_t)tile_row(t, li) * t.row_bytes + ch * 16);
+  }
+}
+
+// stage_tile, called out of line when its copies carry the evict-first hint: inlined there,
+// NVRTC 13.0 (the GPU image's) gave a hinted copy a descriptor in uniform registers that
+// nothing sets (desc[UR1] in the SASS), and every launch died of an illegal instruction.
+// Without the hint it stays inline (the call cost SmolLM2 2%).
+__device__ __noinline__ void stage_tile_outlined(const Ctx& c, const int* rec,
+                                                 unsigned char* slot) {
+  stage_tile(c, rec, slot);
+}
+
+__device__ __forceinline__ void gemv_stage(const Ctx& c, const int* rec, unsigned char* slot) {
+  if constexpr (cfg::kWeightsEvictFirst) {
+    stage_tile_outlined(c, rec, slot);
+  } else {
+    stage_tile(c, rec, slot);
   }
 }
 
