@@ -37,6 +37,12 @@ sums, then added); with the others each output row is summed in the same order.
 - ``weights_evict_first``: the weight rows' copies and loads carry an L2 evict-first hint:
   read once per step, they stop pushing out what is read again soon (the KV cache, the
   activations): the staged rows' and the ring's copies, and the rows read into registers.
+- ``bulk_stage`` (sm_90 and newer): the staged rows of a tile that takes no ring go to its
+  slot as one TMA bulk copy per row segment (``cp.async.bulk``), issued by one thread and
+  completing on the slot's mbarrier, instead of 16-byte ``cp.async`` copies from every
+  thread. The block's load pipeline stays free for the polls and loads on its critical path.
+  It helped the SmolLM2 shape, whose tiles are all staged, and hurt the 1B shape
+  (BENCHMARKS.md, seventh round).
 - ``spin_sleep_ns``: the longest ``__nanosleep`` back-off of a spin-wait on a counter; 0
   spins without sleeping (lowest hand-off latency, most memory traffic while waiting).
 """
@@ -60,6 +66,12 @@ LM_RING = (0, 2, 4, 8)
 RING = (0, 2, 4, 8)
 
 
+def has_bulk_copies(arch: str) -> bool:
+    """Whether ``arch`` (``sm_XY``) has TMA bulk copies and mbarrier transaction counts, which
+    ``bulk_stage`` needs: sm_90 and newer."""
+    return int(arch.removeprefix("sm_").rstrip("a")) >= 90
+
+
 @dataclass(frozen=True)
 class KernelKnobs:
     """The kernel's compile-time knobs; the defaults are the kernel before knobs existed."""
@@ -76,6 +88,7 @@ class KernelKnobs:
     ring_pairs: bool = False
     ring_prefill: bool = False
     weights_evict_first: bool = False
+    bulk_stage: bool = False
 
     def __post_init__(self) -> None:
         for name, allowed in (("rows_per_warp", ROWS_PER_WARP), ("unroll", UNROLL),
@@ -85,7 +98,7 @@ class KernelKnobs:
             v = getattr(self, name)
             if isinstance(v, bool) or v not in allowed:
                 raise ScheduleError(f"kernel knob {name} = {v!r}: choose one of {allowed}")
-        for name in ("ring_pairs", "ring_prefill", "weights_evict_first"):
+        for name in ("ring_pairs", "ring_prefill", "weights_evict_first", "bulk_stage"):
             if not isinstance(getattr(self, name), bool):
                 raise ScheduleError(f"kernel knob {name} = {getattr(self, name)!r}: true or false")
         if self.ring_pairs and not self.ring:

@@ -3,8 +3,9 @@
 Define-by-run with conditional knobs: an explicit tile count is asked for only when the
 trial leaves ``tiles_mode = "per_block"``, and the five fusion flags only when it leaves
 ``fusion = "all"``; ``ring_pairs`` only when ``ring`` > 0; ``ring_prefill`` only when
-``ring`` or ``lm_ring`` > 0; the int8 quantisation group only when ``dtype`` is int8 (the
-weight knobs and what part of them a study opens: space/weight_format.py). Every knob
+``ring`` or ``lm_ring`` > 0; ``bulk_stage`` only on a GPU with TMA bulk copies (sm_90 and
+newer); the int8 quantisation group only when ``dtype`` is int8 (the weight knobs and what
+part of them a study opens: space/weight_format.py). Every knob
 changes the lowered program or the CUDA build
 (tests/study/test_study_space.py proves it for each). The choices keep the default
 Schedule and KernelKnobs reachable (``default_params``), so a study can start from them.
@@ -31,6 +32,7 @@ from space.kernel_knobs import (
     SPIN_SLEEP_NS,
     UNROLL,
     KernelKnobs,
+    has_bulk_copies,
 )
 from space.schedule import SM_POLICIES, Schedule
 from space.weight_format import BF16, WHOLE_SPACE, WeightChoices, WeightFormat
@@ -97,6 +99,8 @@ def suggest(trial: optuna.Trial, target: Target,
         ring_prefill=(trial.suggest_categorical("ring_prefill", (False, True))
                       if ring or lm_ring else False),
         weights_evict_first=trial.suggest_categorical("weights_evict_first", (False, True)),
+        bulk_stage=(trial.suggest_categorical("bulk_stage", (False, True))
+                    if has_bulk_copies(target.arch) else False),
     )
     return Candidate(schedule, knobs, weights.suggest(trial))
 
@@ -124,6 +128,8 @@ def params_of(cand: Candidate) -> dict[str, Any]:
         **({"ring_pairs": k.ring_pairs} if k.ring else {}),
         **({"ring_prefill": k.ring_prefill} if k.ring or k.lm_ring else {}),
         "weights_evict_first": k.weights_evict_first,
+        # asked only on a GPU with bulk copies: a fixed parameter suggest() never asks is unused
+        "bulk_stage": k.bulk_stage,
     }
 
 
@@ -141,7 +147,7 @@ def default_params(weights: WeightChoices = WHOLE_SPACE) -> dict[str, Any]:
 # Kernel knobs added after the first studies, and what a trial from before them ran with
 # (one warp per row, every tile through registers; prior/corpus.py's LATER_COLUMNS too)
 LATER_KNOBS = {"k_split": 1, "lm_ring": 0, "ring": 0, "ring_pairs": False,
-               "ring_prefill": False, "weights_evict_first": False}
+               "ring_prefill": False, "weights_evict_first": False, "bulk_stage": False}
 
 
 def candidate_of(params: dict[str, Any], target: Target) -> Candidate:

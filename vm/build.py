@@ -30,7 +30,7 @@ import numpy as np
 
 from amk_tune.errors import BuildError, ScheduleError
 from amk_tune.model.spec import ModelSpec
-from space.kernel_knobs import KernelKnobs
+from space.kernel_knobs import KernelKnobs, has_bulk_copies
 from vm import encoding
 from vm.lowering import WEIGHT_BYTES
 from vm.program import Program, Task
@@ -70,6 +70,7 @@ class KernelConfig:
     ring_pairs: bool = False
     ring_prefill: bool = False
     weights_evict_first: bool = False
+    bulk_stage: bool = False
     epi_floats: int = 1  # most epilogue operands of one GEMV tile (epilogue_operands)
     norm_vec: int = 0  # longest input a GEMV folds an RMSNorm into (the hidden size)
     trace: bool = False  # stamp each task's wait and run times (benchmarks/where_time_goes.py)
@@ -220,6 +221,7 @@ def _unchecked_config(program: Program, spec: ModelSpec, knobs: KernelKnobs) -> 
         ring_pairs=knobs.ring_pairs,
         ring_prefill=knobs.ring_prefill,
         weights_evict_first=knobs.weights_evict_first,
+        bulk_stage=knobs.bulk_stage,
         epi_floats=epilogue_operands(program),
         norm_vec=spec.hidden,
     )
@@ -284,6 +286,7 @@ def config_header(cfg: KernelConfig) -> str:
         f"constexpr int kRing = {cfg.ring};",
         f"constexpr bool kRingPairs = {'true' if cfg.ring_pairs else 'false'};",
         f"constexpr bool kRingPrefill = {'true' if cfg.ring_prefill else 'false'};",
+        f"constexpr bool kBulkStage = {'true' if cfg.bulk_stage else 'false'};",
         f"constexpr bool kWeightsEvictFirst = {'true' if cfg.weights_evict_first else 'false'};",
         f"constexpr int kPartFloats = {cfg.part_floats};",
         f"constexpr int kPartOffset = {cfg.part_offset};",
@@ -415,6 +418,9 @@ class Built:
 
 def build(cfg: KernelConfig, arch: str, options: tuple[str, ...] = OPTIONS) -> Built:
     """Compile (or find in the cache) the megakernel specialised for ``cfg`` on ``arch``."""
+    if cfg.bulk_stage and not has_bulk_copies(arch):
+        raise BuildError(f"kernel knob bulk_stage = true needs TMA bulk copies (sm_90 or newer); "
+                         f"{arch} has none: set bulk_stage = false")
     source = assemble(cfg)
     meta = {"arch": arch, "options": list(options), "compiler": compiler(),
             "cupy": _cupy_version(), "source_sha256": hashlib.sha256(source.encode()).hexdigest()}

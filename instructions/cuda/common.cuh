@@ -16,6 +16,8 @@ struct Ctx {
   float* epi;          // shared: the GEMV epilogue's operands (cfg::kEpiFloats, gemv.cuh)
   float* part;         // shared: k_split's per-warp row sums (cfg::kPartFloats, gemv.cuh)
   long long* trace;    // trace builds: the running task's stamps (cfg::kTraceStamps)
+  unsigned long long* mbar;  // cfg::kBulkStage: the running task's slot's mbarrier
+  unsigned mbar_parity;      // ... and the parity of the phase its staged rows complete
   int step, position, forced_upto;
 };
 
@@ -53,6 +55,40 @@ __device__ __forceinline__ uint4 ldg_weights(const uint4* p) {
     return __ldg(p);
   }
 }
+// Bulk copies (TMA, cfg::kBulkStage): one thread copies a run of whole weight rows into a
+// slot; the slot's mbarrier completes its phase when the bytes it expects have landed.
+__device__ __forceinline__ unsigned smem_addr(const void* p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void mbar_init(unsigned long long* m) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(m)) : "memory");
+}
+// The slot's one arrival of this use, expecting ``bytes`` of bulk copies (0: none).
+__device__ __forceinline__ void mbar_arrive_expect(unsigned long long* m, unsigned bytes) {
+  asm volatile("{ .reg .b64 st; mbarrier.arrive.expect_tx.shared::cta.b64 st, [%0], %1; }"
+               ::"r"(smem_addr(m)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(unsigned long long* m, unsigned parity) {
+  unsigned done = 0;
+  while (!done)
+    asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;"
+                 " selp.u32 %0, 1, 0, p; }"
+                 : "=r"(done) : "r"(smem_addr(m)), "r"(parity) : "memory");
+}
+__device__ __forceinline__ void bulk_copy_weights(void* smem, const void* gmem, unsigned bytes,
+                                                  unsigned long long* m) {
+  if constexpr (cfg::kWeightsEvictFirst) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes"
+                 ".L2::cache_hint [%0], [%1], %2, [%3], %4;"
+                 ::"r"(smem_addr(smem)), "l"(gmem), "r"(bytes), "r"(smem_addr(m)),
+                 "l"(evict_first_policy()) : "memory");
+  } else {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes"
+                 " [%0], [%1], %2, [%3];"
+                 ::"r"(smem_addr(smem)), "l"(gmem), "r"(bytes), "r"(smem_addr(m)) : "memory");
+  }
+}
+
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
 

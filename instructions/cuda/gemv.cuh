@@ -186,14 +186,32 @@ struct PrefillRing {
 };
 
 // Issue (no commit: the caller commits one group per task) the copies of the tile's
-// leading rows into ``slot``; for a ringed tile with cfg::kRingPrefill, each warp's first
-// D - 1 ring items instead (rows_ring then starts its fetcher at item D - 1). Each thread
-// issues its own lane's ring entries, as rows_ring would.
-__device__ void stage_tile(const Ctx& c, const int* rec, unsigned char* slot) {
+// leading rows into ``slot`` (with cfg::kBulkStage, bulk copies that complete on ``mbar``:
+// returns true, having arrived on it); for a ringed tile with cfg::kRingPrefill, each
+// warp's first D - 1 ring items instead (rows_ring then starts its fetcher at item D - 1).
+// Each thread issues its own lane's ring entries, as rows_ring would.
+__device__ bool stage_tile(const Ctx& c, const int* rec, unsigned char* slot,
+                           unsigned long long* mbar) {
   const GemvTile t = gemv_tile(c, rec);
   if (cfg::kRingPrefill && t.ring) {
     with_tile_shape(rec, t, PrefillRing{t, slot});
-    return;
+    return false;
+  }
+  if constexpr (cfg::kBulkStage) {  // thread 0: one bulk copy per segment's staged rows
+    // (the slot's last use was generic-proxy accesses: the async proxy's writes follow a fence)
+    if (threadIdx.x == 0) {
+      const int s0 = t.staged < t.n0 ? t.staged : t.n0, s1 = t.staged - s0;
+      const unsigned char* w = reinterpret_cast<const unsigned char*>(t.w);
+      asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+      mbar_arrive_expect(mbar, (unsigned)(t.staged * t.row_bytes));
+      if (s0 > 0)
+        bulk_copy_weights(slot, w + (size_t)t.s0a * t.row_bytes, (unsigned)(s0 * t.row_bytes),
+                          mbar);
+      if (s1 > 0)
+        bulk_copy_weights(slot + (size_t)t.n0 * t.row_bytes, w + (size_t)t.s1a * t.row_bytes,
+                          (unsigned)(s1 * t.row_bytes), mbar);
+    }
+    return true;
   }
   unsigned char* rows = slot;
   const int cpr = t.row_bytes / 16, total = t.staged * cpr;  // 16-byte chunks per row / in all
@@ -203,22 +221,25 @@ __device__ void stage_tile(const Ctx& c, const int* rec, unsigned char* slot) {
                        reinterpret_cast<const unsigned char*>(t.w) +
                            (size_t)tile_row(t, li) * t.row_bytes + ch * 16);
   }
+  return false;
 }
 
 // stage_tile, called out of line when its copies carry the evict-first hint: inlined there,
 // NVRTC 13.0 (the GPU image's) gave a hinted copy a descriptor in uniform registers that
 // nothing sets (desc[UR1] in the SASS), and every launch died of an illegal instruction.
 // Without the hint it stays inline (the call cost SmolLM2 2%).
-__device__ __noinline__ void stage_tile_outlined(const Ctx& c, const int* rec,
-                                                 unsigned char* slot) {
-  stage_tile(c, rec, slot);
+__device__ __noinline__ bool stage_tile_outlined(const Ctx& c, const int* rec,
+                                                 unsigned char* slot, unsigned long long* mbar) {
+  return stage_tile(c, rec, slot, mbar);
 }
 
-__device__ __forceinline__ void gemv_stage(const Ctx& c, const int* rec, unsigned char* slot) {
+// Returns whether it arrived on ``mbar`` (bulk-copied rows).
+__device__ __forceinline__ bool gemv_stage(const Ctx& c, const int* rec, unsigned char* slot,
+                                           unsigned long long* mbar) {
   if constexpr (cfg::kWeightsEvictFirst) {
-    stage_tile_outlined(c, rec, slot);
+    return stage_tile_outlined(c, rec, slot, mbar);
   } else {
-    stage_tile(c, rec, slot);
+    return stage_tile(c, rec, slot, mbar);
   }
 }
 
@@ -591,6 +612,7 @@ struct RunRows {
 __device__ void gemv_run(const Ctx& c, const int* rec) {
   const GemvTile t = gemv_tile(c, rec);
   cp_async_wait_own();
+  if (cfg::kBulkStage && !(cfg::kRingPrefill && t.ring)) mbar_wait(c.mbar, c.mbar_parity);  // staged
   phase(c, 3);
   const float inv = gemv_prologue(c, rec, t);
   phase(c, 4);

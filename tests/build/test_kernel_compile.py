@@ -118,3 +118,13 @@ def test_the_gemv_prologue_arrays_are_sized_from_the_program():
     assert f"constexpr int kNormVec = {spec.hidden};" in src
     assert f"constexpr int kTraceStamps = {len(b.TRACE_STAMPS)};" in src
     assert tiled.smem_bytes == tiled.epi_offset + (tiled.epi_floats * 4 + 15) // 16 * 16
+
+
+def test_bulk_stage_is_refused_before_sm_90():
+    """``bulk_stage`` needs TMA bulk copies: a build for an older arch says so before it
+    compiles anything."""
+    knobs = KernelKnobs(bulk_stage=True)
+    cfg = _config(preset_spec("llama-3.2-1b"), kernel=knobs, smem_bytes=196608)
+    with pytest.raises(BuildError, match=r"bulk_stage = true needs TMA bulk copies .* sm_80 "
+                                         r"has none: set bulk_stage = false"):
+        b.build(cfg, "sm_80")

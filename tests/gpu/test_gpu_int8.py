@@ -36,7 +36,9 @@ KNOBS = {"plain": KernelKnobs(), "2x2": KernelKnobs(rows_per_warp=2, unroll=2),
          "ksplit-ring": KernelKnobs(rows_per_warp=2, k_split=2, lm_ring=2),
          "ksplit-ring-prefill": KernelKnobs(rows_per_warp=2, k_split=2, lm_ring=4,
                                             ring_prefill=True),
-         "evict-first": KernelKnobs(rows_per_warp=2, unroll=2, weights_evict_first=True)}
+         "evict-first": KernelKnobs(rows_per_warp=2, unroll=2, weights_evict_first=True),
+         "bulk-stage": KernelKnobs(rows_per_warp=2, unroll=2, weights_evict_first=True,
+                                   bulk_stage=True)}
 GROUPS = {TINY.name: (0, 16, 32), TINY_UNTIED.name: (0, 16)}
 # no-staging's 16 KiB slot cannot hold a 1024-thread LM ring (test_study_space: refused)
 PAIRS = [(s, k) for s in sorted(SCHEDULES) for k in sorted(KNOBS)

@@ -16,12 +16,14 @@ from vm.gpu_runner import gpu_runner
 pytestmark = pytest.mark.gpu
 H100 = get_target("h100")
 # the fifth: an LM ring of 4 stages, prefilled; its tiles leave warps fewer than the 3
-# prefilled items, or none. The last: the evict-first hint on the LM ring's copies and the
-# layer tiles' register loads
+# prefilled items, or none. Then the evict-first hint on the LM ring's copies and the
+# layer tiles' register loads; the last stages the layer tiles' rows by TMA bulk copies
 KNOBS = [KernelKnobs(2, 2, 0), KernelKnobs(1, 4, 256), KernelKnobs(4, 4, 32),
          KernelKnobs(rows_per_warp=2, unroll=2, k_split=4, lm_ring=2, lm_rows_per_warp=2),
          KernelKnobs(rows_per_warp=2, unroll=2, k_split=4, lm_ring=4, ring_prefill=True),
-         KernelKnobs(rows_per_warp=2, unroll=2, lm_ring=4, weights_evict_first=True)]
+         KernelKnobs(rows_per_warp=2, unroll=2, lm_ring=4, weights_evict_first=True),
+         KernelKnobs(rows_per_warp=2, unroll=2, lm_ring=4, weights_evict_first=True,
+                     bulk_stage=True)]
 SCHEDULES = {
     "default": Schedule(steps_per_launch=4),
     "unfused": Schedule(fuse_norm=False, fuse_rope=False, fuse_residual=False, fuse_silu=False,

@@ -76,6 +76,7 @@ VARIANTS = [
     {"lm_ring": 2, "ring_prefill": True},
     {"ring": 2, "ring_pairs": False, "ring_prefill": True},
     {"weights_evict_first": True},
+    {"bulk_stage": True},
     *({"dtype": "int8", "quant_group": g} for g in QUANT_GROUPS),
 ]
 
@@ -121,7 +122,7 @@ def test_kernel_knobs_change_the_compiled_binary(tmp_path, monkeypatch):
                 KernelKnobs(ring=2, ring_pairs=True), KernelKnobs(lm_ring=4, ring_prefill=True),
                 KernelKnobs(ring=2, ring_prefill=True),
                 KernelKnobs(ring=2, ring_pairs=True, ring_prefill=True),
-                KernelKnobs(weights_evict_first=True))
+                KernelKnobs(weights_evict_first=True), KernelKnobs(bulk_stage=True))
     for knobs in variants:
         built = build.build(build.config_for(program, TINY, knobs), "sm_90")
         keys.add(built.key)
@@ -250,3 +251,14 @@ def test_ring_prefill_takes_either_ring_and_reaches_the_header():
                   KernelKnobs(lm_ring=2, ring_prefill=True)):
         assert "kRingPrefill = true;" in build.assemble(build.config_for(program, TINY, knobs))
     assert "kRingPrefill = false;" in build.assemble(build.config_for(program, TINY))
+
+
+def test_bulk_stage_is_asked_only_where_the_gpu_has_bulk_copies():
+    """An A100 (sm_80) has no TMA bulk copies: no trial there asks ``bulk_stage`` or gets it;
+    on an H100 both values come up."""
+    for target, expect in ((get_target("a100"), {False}), (H100, {False, True})):
+        study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        study.optimize(lambda t, target=target: float(ss.suggest(t, target).knobs.bulk_stage),
+                       n_trials=20)
+        assert {bool(t.value) for t in study.trials} == expect
+        assert ("bulk_stage" in study.trials[0].params) == (target is H100)

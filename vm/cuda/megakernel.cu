@@ -9,6 +9,12 @@
 // stages no weights (attention) uses its own slot as scratch: the slot's previous owner
 // finished, its next is issued later.
 //
+// With cfg::kBulkStage (bulk_stage), a staged tile's rows come by TMA bulk copies instead:
+// slot s has an mbarrier whose phase k is task g = s + k kPrefetch's use. issue() arrives on
+// it once per task, expecting the bulk-copied bytes (0 for anything else), and the task
+// waits on that phase's parity before its prologue (gemv_run). Those copies join no cp.async
+// group.
+//
 // cp.async groups: before its wait, task g commits two groups, in this order: its own
 // pre-wait copies (attention's complete cache rows, attention.cuh; empty otherwise), then
 // the weights of task g + kPrefetch - 1 (empty when that is no GEMV). The prologue commits
@@ -42,14 +48,28 @@ __device__ __forceinline__ void stage_own(const Ctx& c, const int* rec) {
   cp_async_commit();
 }
 
-// Stage task g's weights into its slot (if it is a GEMV) and commit its group.
+// Stage task g's weights into its slot (if it is a GEMV) and commit its group. With
+// cfg::kBulkStage every use of a slot arrives once on its mbarrier (phase g / kPrefetch),
+// expecting the bulk-copied rows' bytes, or none.
 __device__ __forceinline__ void issue(const Ctx& c, unsigned char* smem, const int* tasks,
-                                      int q0, int n, int total, int g) {
+                                      int q0, int n, int total, int g,
+                                      unsigned long long* mbar) {
   if (g < total) {
     const int* rec = tasks + (size_t)(q0 + g % n) * enc::kRecordInts;
-    if (rec[enc::F_OP] == enc::OP_GEMV) gemv_stage(c, rec, slot(smem, g));
+    bool arrived = false;
+    unsigned long long* m = mbar + g % cfg::kPrefetch;
+    if (rec[enc::F_OP] == enc::OP_GEMV) arrived = gemv_stage(c, rec, slot(smem, g), m);
+    if (cfg::kBulkStage && !arrived && threadIdx.x == 0) mbar_arrive_expect(m, 0);
   }
   cp_async_commit();
+}
+
+// A block leaving early (a wait timed out, a task failed) first lets the bulk copies of tasks
+// g .. g + kPrefetch - 1 land: none may write into the shared memory of a finished block.
+__device__ __forceinline__ void drain_bulk(unsigned long long* mbar, int g, int total) {
+  if constexpr (cfg::kBulkStage)
+    for (int j = g; j < g + cfg::kPrefetch && j < total; ++j)
+      mbar_wait(mbar + j % cfg::kPrefetch, (unsigned)(j / cfg::kPrefetch) & 1u);
 }
 
 // Trace builds only: task g's stamps (vm/build.py TRACE_STAMPS; 0-2 written here, the
@@ -71,6 +91,7 @@ amk_megakernel(const int* __restrict__ tasks, const int* __restrict__ offsets,
   // are shared-memory loads instead of dependent global ones (thread 0 waits and signals
   // from the global copy: s_rec is rewritten by the next task while it signals).
   __shared__ int s_rec[enc::kRecordInts];
+  __shared__ __align__(8) unsigned long long s_mbar[cfg::kPrefetch];  // cfg::kBulkStage
   amk::Ctx c;
   c.buf = buffers;
   c.rope = rope;
@@ -82,9 +103,16 @@ amk_megakernel(const int* __restrict__ tasks, const int* __restrict__ offsets,
   c.forced_upto = forced_upto;
   const int q0 = offsets[blockIdx.x], n = offsets[blockIdx.x + 1] - q0, total = steps * n;
 
+  if (cfg::kBulkStage) {
+    if (threadIdx.x == 0) {
+      for (int i = 0; i < cfg::kPrefetch; ++i) amk::mbar_init(&s_mbar[i]);
+      asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+  }
   for (int g = 0; g < cfg::kPrefetch - 1; ++g) {
     amk::cp_async_commit();  // (tasks before the first have no own copies)
-    amk::issue(c, smem, tasks, q0, n, total, g);
+    amk::issue(c, smem, tasks, q0, n, total, g, s_mbar);
   }
   for (int g = 0; g < total; ++g) {
     const int step = g / n, t = q0 + g % n;
@@ -92,16 +120,19 @@ amk_megakernel(const int* __restrict__ tasks, const int* __restrict__ offsets,
     const int* rec = s_rec;
     c.step = step;
     c.stage = amk::slot(smem, g);
+    c.mbar = s_mbar + g % cfg::kPrefetch;
+    c.mbar_parity = (unsigned)(g / cfg::kPrefetch) & 1u;
     c.trace = amk::task_trace(trace, trace_stride, g);
     amk::phase(c, 0);
     amk::stage_own(c, grec);
-    amk::issue(c, smem, tasks, q0, n, total, g + cfg::kPrefetch - 1);  // weights run ahead
+    amk::issue(c, smem, tasks, q0, n, total, g + cfg::kPrefetch - 1, s_mbar);  // run ahead
     for (int i = threadIdx.x; i < enc::kRecordInts; i += cfg::kThreads) s_rec[i] = grec[i];
     if (threadIdx.x == 0) s_waited_out = !amk::wait_all(grec, step, counters, err, stuck, watchdog_ns);
     __syncthreads();
     const int op = rec[enc::F_OP];
     if (s_waited_out) {
       amk::cp_async_wait_all();
+      amk::drain_bulk(s_mbar, g, total);
       return;
     }
     amk::phase(c, 1);
@@ -123,6 +154,7 @@ amk_megakernel(const int* __restrict__ tasks, const int* __restrict__ offsets,
     __syncthreads();  // the task's writes are done (and s_failed is published)
     if (s_failed) {
       amk::cp_async_wait_all();
+      amk::drain_bulk(s_mbar, g, total);
       return;
     }
     amk::phase(c, 2);
