@@ -53,25 +53,29 @@ def test_real_model_matches_hf(real, reference, sched, steps):
     assert len(gen.tokens) == NEW_TOKENS
 
 
-@pytest.mark.parametrize(("prefill", "evict_first"), [(False, False), (True, False), (True, True)],
-                         ids=["plain", "prefill", "prefill-evict-first"])
+@pytest.mark.parametrize(("prefill", "evict_first", "bulk"),
+                         [(False, False, False), (True, False, False), (True, True, False),
+                          (True, True, True)],
+                         ids=["plain", "prefill", "prefill-evict-first", "prefill-evict-bulk"])
 def test_real_model_matches_hf_with_k_split_and_the_lm_ring(real, reference, prefill,
-                                                             evict_first):
+                                                             evict_first, bulk):
     """The two kernel knobs that change how a row is read: split over warps (the sums
     added in another order) and the LM head streamed through its cp.async ring; with
     ``ring_prefill`` the ring's first 3 items (chunk blocks of 576-long rows) are issued with
     the prefetched weights; with ``weights_evict_first`` the ring's copies and the layer
-    tiles' register loads carry the L2 evict-first hint."""
+    tiles' register loads carry the L2 evict-first hint; with ``bulk_stage`` the layer
+    tiles' staged rows come by TMA bulk copies (two slots, so each mbarrier turns phases)."""
     from amk_tune.oracle import compare
     from space.kernel_knobs import KernelKnobs
 
     ids, ref = reference
     knobs = KernelKnobs(rows_per_warp=2, unroll=2, k_split=2, prefetch=2, lm_rows_per_warp=4,
-                        lm_ring=4, ring_prefill=prefill, weights_evict_first=evict_first)
+                        lm_ring=4, ring_prefill=prefill, weights_evict_first=evict_first,
+                        bulk_stage=bulk)
     gen = greedy_generate(real.weights, Schedule(steps_per_launch=8, smem_bytes=131072),
                           get_target("h100"), ids, NEW_TOKENS,
                           gpu_runner(real.weights, knobs=knobs))
     verdict = compare(ref, gen.tokens, gen.logits)
     print(f"smollm2-135m-instruct k_split 2 + lm_ring 4 (prefill {prefill}, evict-first "
-          f"{evict_first}): {verdict.message}")
+          f"{evict_first}, bulk {bulk}): {verdict.message}")
     assert verdict.passed, verdict.message
