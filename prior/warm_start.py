@@ -111,7 +111,7 @@ def remembered(rows: pd.DataFrame, target: Target, weights: WeightChoices, n: in
         if (cand.weights.dtype not in weights.dtypes
                 or cand.weights.quant_group not in weights.quant_groups):
             continue
-        params = params_of(cand)
+        params = params_of(cand, target)
         key = params_key(params)
         if key in seen:
             continue

@@ -105,10 +105,11 @@ def suggest(trial: optuna.Trial, target: Target,
     return Candidate(schedule, knobs, weights.suggest(trial))
 
 
-def params_of(cand: Candidate) -> dict[str, Any]:
-    """The trial parameters that make ``suggest`` return ``cand``: its inverse, for
-    enqueue_trial (the default, a remembered configuration). Conditional knobs appear only
-    where ``suggest`` asks them."""
+def params_of(cand: Candidate, target: Target | None = None) -> dict[str, Any]:
+    """The trial parameters that make ``suggest`` return ``cand`` on ``target``: its
+    inverse, for enqueue_trial (the default, a remembered configuration). Conditional knobs
+    appear only where ``suggest`` asks them (``bulk_stage`` where ``target`` has bulk
+    copies; with no target, as on an H100)."""
     s, k, fmt = cand.schedule, cand.knobs, cand.weights
     fused = all(getattr(s, name) for name in FUSIONS)
     return {
@@ -128,8 +129,8 @@ def params_of(cand: Candidate) -> dict[str, Any]:
         **({"ring_pairs": k.ring_pairs} if k.ring else {}),
         **({"ring_prefill": k.ring_prefill} if k.ring or k.lm_ring else {}),
         "weights_evict_first": k.weights_evict_first,
-        # asked only on a GPU with bulk copies: a fixed parameter suggest() never asks is unused
-        "bulk_stage": k.bulk_stage,
+        **({"bulk_stage": k.bulk_stage} if target is None or has_bulk_copies(target.arch)
+           else {}),
     }
 
 
@@ -138,10 +139,11 @@ def params_key(params: dict[str, Any]) -> tuple:
     return tuple(sorted(params.items()))
 
 
-def default_params(weights: WeightChoices = WHOLE_SPACE) -> dict[str, Any]:
+def default_params(weights: WeightChoices = WHOLE_SPACE,
+                   target: Target | None = None) -> dict[str, Any]:
     """The trial parameters of the default Schedule and KernelKnobs with the first weight
-    format of ``weights`` (bf16 in the whole space), for enqueue_trial."""
-    return params_of(Candidate(Schedule(), KernelKnobs(), weights.first()))
+    format of ``weights`` (bf16 in the whole space) on ``target``, for enqueue_trial."""
+    return params_of(Candidate(Schedule(), KernelKnobs(), weights.first()), target)
 
 
 # Kernel knobs added after the first studies, and what a trial from before them ran with

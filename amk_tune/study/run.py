@@ -206,7 +206,7 @@ def run_study(opts: StudyOptions, *, out: TextIO | None = None,
                 study.set_user_attr(key, info[key])
         before = len(study.trials)
         if created:  # one worker of many: only the study's creator enqueues the default
-            study.enqueue_trial(default_params(choices),
+            study.enqueue_trial(default_params(choices, target),
                                 user_attrs={"role": "default schedule"})
             enqueue_loop1_knobs(study, opts, choices, err)
             if opts.prior:

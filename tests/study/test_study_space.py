@@ -254,11 +254,13 @@ def test_ring_prefill_takes_either_ring_and_reaches_the_header():
 
 
 def test_bulk_stage_is_asked_only_where_the_gpu_has_bulk_copies():
-    """An A100 (sm_80) has no TMA bulk copies: no trial there asks ``bulk_stage`` or gets it;
-    on an H100 both values come up."""
+    """An A100 (sm_80) has no TMA bulk copies: no trial there asks ``bulk_stage`` or gets it,
+    and its enqueued parameters leave it out; on an H100 both values come up."""
     for target, expect in ((get_target("a100"), {False}), (H100, {False, True})):
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
         study.optimize(lambda t, target=target: float(ss.suggest(t, target).knobs.bulk_stage),
                        n_trials=20)
         assert {bool(t.value) for t in study.trials} == expect
         assert ("bulk_stage" in study.trials[0].params) == (target is H100)
+        # params_of, suggest's inverse, names it exactly where suggest asks it
+        assert ("bulk_stage" in ss.default_params(target=target)) == (target is H100)
