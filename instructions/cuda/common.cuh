@@ -21,11 +21,15 @@ struct Ctx {
   int step, position, forced_upto;
 };
 
+// A shared-memory pointer as the 32-bit address PTX's shared-space operands take.
+__device__ __forceinline__ unsigned smem_addr(const void* p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
 // 16-byte global -> shared copies that bypass registers (cp.async), grouped per task: see
 // vm/cuda/megakernel.cu for which group holds what.
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr(smem)), "l"(gmem)
+               : "memory");
 }
 // The same for weight rows. Weights are read once per step and a step streams far more of
 // them than the L2 holds, so with cfg::kWeightsEvictFirst they are copied evict-first: they
@@ -37,9 +41,8 @@ __device__ __forceinline__ unsigned long long evict_first_policy() {
 }
 __device__ __forceinline__ void cp_async16_weights(void* smem, const void* gmem) {
   if constexpr (cfg::kWeightsEvictFirst) {
-    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
     asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;"
-                 ::"r"(s), "l"(gmem), "l"(evict_first_policy()) : "memory");
+                 ::"r"(smem_addr(smem)), "l"(gmem), "l"(evict_first_policy()) : "memory");
   } else {
     cp_async16(smem, gmem);
   }
@@ -57,9 +60,6 @@ __device__ __forceinline__ uint4 ldg_weights(const uint4* p) {
 }
 // Bulk copies (TMA, cfg::kBulkStage): one thread copies a run of whole weight rows into a
 // slot; the slot's mbarrier completes its phase when the bytes it expects have landed.
-__device__ __forceinline__ unsigned smem_addr(const void* p) {
-  return static_cast<unsigned>(__cvta_generic_to_shared(p));
-}
 __device__ __forceinline__ void mbar_init(unsigned long long* m) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(m)) : "memory");
 }

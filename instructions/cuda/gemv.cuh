@@ -185,6 +185,11 @@ struct PrefillRing {
   }
 };
 
+// Whether gemv_stage issues the tile's first ring items (ring_prefill), not staged rows.
+__device__ __forceinline__ bool prefills_ring(const GemvTile& t) {
+  return cfg::kRingPrefill && t.ring;
+}
+
 // Issue (no commit: the caller commits one group per task) the copies of the tile's
 // leading rows into ``slot`` (with cfg::kBulkStage, bulk copies that complete on ``mbar``:
 // returns true, having arrived on it); for a ringed tile with cfg::kRingPrefill, each
@@ -193,7 +198,7 @@ struct PrefillRing {
 __device__ bool stage_tile(const Ctx& c, const int* rec, unsigned char* slot,
                            unsigned long long* mbar) {
   const GemvTile t = gemv_tile(c, rec);
-  if (cfg::kRingPrefill && t.ring) {
+  if (prefills_ring(t)) {
     with_tile_shape(rec, t, PrefillRing{t, slot});
     return false;
   }
@@ -612,7 +617,7 @@ struct RunRows {
 __device__ void gemv_run(const Ctx& c, const int* rec) {
   const GemvTile t = gemv_tile(c, rec);
   cp_async_wait_own();
-  if (cfg::kBulkStage && !(cfg::kRingPrefill && t.ring)) mbar_wait(c.mbar, c.mbar_parity);  // staged
+  if (cfg::kBulkStage && !prefills_ring(t)) mbar_wait(c.mbar, c.mbar_parity);  // staged rows
   phase(c, 3);
   const float inv = gemv_prologue(c, rec, t);
   phase(c, 4);

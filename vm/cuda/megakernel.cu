@@ -41,6 +41,13 @@ namespace amk {
 __device__ __forceinline__ unsigned char* slot(unsigned char* smem, int g) {
   return smem + (size_t)(g % cfg::kPrefetch) * cfg::kSlotBytes;
 }
+// cfg::kBulkStage: task g's slot's mbarrier, and the parity of its phase g / kPrefetch.
+__device__ __forceinline__ unsigned long long* slot_mbar(unsigned long long* mbar, int g) {
+  return mbar + g % cfg::kPrefetch;
+}
+__device__ __forceinline__ unsigned slot_parity(int g) {
+  return (unsigned)(g / cfg::kPrefetch) & 1u;
+}
 
 // Before task g's wait: its own copies into its slot (attention's cache rows); commits.
 __device__ __forceinline__ void stage_own(const Ctx& c, const int* rec) {
@@ -57,7 +64,7 @@ __device__ __forceinline__ void issue(const Ctx& c, unsigned char* smem, const i
   if (g < total) {
     const int* rec = tasks + (size_t)(q0 + g % n) * enc::kRecordInts;
     bool arrived = false;
-    unsigned long long* m = mbar + g % cfg::kPrefetch;
+    unsigned long long* m = slot_mbar(mbar, g);
     if (rec[enc::F_OP] == enc::OP_GEMV) arrived = gemv_stage(c, rec, slot(smem, g), m);
     if (cfg::kBulkStage && !arrived && threadIdx.x == 0) mbar_arrive_expect(m, 0);
   }
@@ -69,7 +76,7 @@ __device__ __forceinline__ void issue(const Ctx& c, unsigned char* smem, const i
 __device__ __forceinline__ void drain_bulk(unsigned long long* mbar, int g, int total) {
   if constexpr (cfg::kBulkStage)
     for (int j = g; j < g + cfg::kPrefetch && j < total; ++j)
-      mbar_wait(mbar + j % cfg::kPrefetch, (unsigned)(j / cfg::kPrefetch) & 1u);
+      mbar_wait(slot_mbar(mbar, j), slot_parity(j));
 }
 
 // Trace builds only: task g's stamps (vm/build.py TRACE_STAMPS; 0-2 written here, the
@@ -120,8 +127,8 @@ amk_megakernel(const int* __restrict__ tasks, const int* __restrict__ offsets,
     const int* rec = s_rec;
     c.step = step;
     c.stage = amk::slot(smem, g);
-    c.mbar = s_mbar + g % cfg::kPrefetch;
-    c.mbar_parity = (unsigned)(g / cfg::kPrefetch) & 1u;
+    c.mbar = amk::slot_mbar(s_mbar, g);
+    c.mbar_parity = amk::slot_parity(g);
     c.trace = amk::task_trace(trace, trace_stride, g);
     amk::phase(c, 0);
     amk::stage_own(c, grec);
