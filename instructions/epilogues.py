@@ -148,6 +148,46 @@ class QkvRope(Epilogue):
 
 
 @dataclass(frozen=True)
+class QkvSpan(Epilogue):
+    """RoPE pairs ``[f0, f1)`` of the flattened heads of [q; k; v] (pair ``f`` is dim
+    ``f % (D/2)`` and ``D/2 + f % (D/2)`` of head ``f // (D/2)``), which may cross heads:
+    the tile's rows are ``f0..f1`` and ``P + f0..P + f1`` of the halves view of the fused
+    QKV matrix (amk_tune/model/weights.py, ``P = heads * D/2`` over all q, k and v heads).
+    Each head's part is stored as ``QkvRope`` stores it.
+    """
+
+    kind: ClassVar[str] = "qkv_span"
+    f0: int
+    f1: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    max_seq: int
+    q: str
+    k_cache: str
+    v_cache: str
+
+    def parts(self) -> list[tuple[int, QkvRope]]:
+        """(offset of the part's first pair in the tile, the part as one head's QkvRope)."""
+        half, out = self.head_dim // 2, []
+        for h in range(self.f0 // half, (self.f1 - 1) // half + 1):
+            a, b = max(self.f0, h * half), min(self.f1, (h + 1) * half)
+            out.append((a - self.f0, QkvRope(h, a - h * half, b - h * half, self.heads,
+                                             self.kv_heads, self.head_dim, self.max_seq,
+                                             self.q, self.k_cache, self.v_cache)))
+        return out
+
+    def accesses(self, geom: Geometry, rows: Rows) -> tuple[list[Range], list[Range]]:
+        return [], [w for _, part in self.parts() for w in part.accesses(geom, rows)[1]]
+
+    def apply(self, ctx: ExecContext, step: int, rows: Rows, y: np.ndarray) -> None:
+        n = self.f1 - self.f0
+        for o, part in self.parts():
+            m = part.p1 - part.p0
+            part.apply(ctx, step, rows, np.concatenate([y[o : o + m], y[n + o : n + o + m]]))
+
+
+@dataclass(frozen=True)
 class LogitsArgmax(Epilogue):
     """LM-head tile: ``logits[step, r] = y_r`` and ``part[tile] = (max, argmax)`` over the
     tile's rows (lowest index wins a tie, as torch.argmax)."""
@@ -174,7 +214,7 @@ class LogitsArgmax(Epilogue):
 
 
 EPILOGUES: dict[str, type[Epilogue]] = {
-    cls.kind: cls for cls in (Store, Residual, SiluMul, QkvRope, LogitsArgmax)
+    cls.kind: cls for cls in (Store, Residual, SiluMul, QkvRope, QkvSpan, LogitsArgmax)
 }
 
 

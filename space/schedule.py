@@ -32,6 +32,11 @@ class Schedule:
     - ``fuse_*``: fold RMSNorm into the consuming GEMV; RoPE + KV append into the QKV
       epilogue; residual adds into the O/down epilogue; SiLU-mul into gate/up; the
       argmax into LM-head partials. Off = a separate single-task stage.
+    - ``qkv_span``: QKV tiles are equal ranges of RoPE pairs over all heads, crossing
+      heads (a tile of two KV groups signals both), read from the halves view of the
+      fused QKV rows; off = every head split into the same number of pair ranges, which
+      leaves blocks idle when the head count does not divide the block count. Needs
+      ``fuse_rope``.
     - ``steps_per_launch``: decode steps one launch runs (argmax feeds the next step).
     - ``blocks_per_sm``, ``threads``, ``smem_bytes``: the launch shape.
     """
@@ -45,6 +50,7 @@ class Schedule:
     fuse_residual: bool = True
     fuse_silu: bool = True
     fuse_argmax: bool = True
+    qkv_span: bool = False
     steps_per_launch: int = 1
     blocks_per_sm: int = 1
     threads: int = 256
@@ -62,6 +68,10 @@ class Schedule:
                 raise ScheduleError(f"{name} = {getattr(self, name)!r}: must be >= 1")
         if not (32 <= self.threads <= 1024 and self.threads % 32 == 0):
             raise ScheduleError(f"threads = {self.threads!r}: a multiple of 32 from 32 to 1024")
+        if self.qkv_span and not self.fuse_rope:
+            raise ScheduleError("qkv_span = true needs fuse_rope = true: a QKV tile that "
+                                "crosses heads applies RoPE in its epilogue (set one of them "
+                                "differently)")
         if self.smem_bytes < 0:
             raise ScheduleError(f"smem_bytes = {self.smem_bytes!r}: must be >= 0")
 

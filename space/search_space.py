@@ -2,11 +2,11 @@
 
 Define-by-run with conditional knobs: an explicit tile count is asked for only when the
 trial leaves ``tiles_mode = "per_block"``, and the five fusion flags only when it leaves
-``fusion = "all"``; ``ring_pairs`` only when ``ring`` > 0; ``ring_prefill`` only when
-``ring`` or ``lm_ring`` > 0; ``bulk_stage`` only on a GPU with TMA bulk copies (sm_90 and
-newer); the int8 quantisation group only when ``dtype`` is int8 (the weight knobs and what
-part of them a study opens: space/weight_format.py). Every knob
-changes the lowered program or the CUDA build
+``fusion = "all"``; ``qkv_span`` only with ``fuse_rope``; ``ring_pairs`` only when
+``ring`` > 0; ``ring_prefill`` only when ``ring`` or ``lm_ring`` > 0; ``bulk_stage`` only
+on a GPU with TMA bulk copies (sm_90 and newer); the int8 quantisation group only when
+``dtype`` is int8 (the weight knobs and what part of them a study opens:
+space/weight_format.py). Every knob changes the lowered program or the CUDA build
 (tests/study/test_study_space.py proves it for each). The choices keep the default
 Schedule and KernelKnobs reachable (``default_params``), so a study can start from them.
 
@@ -72,6 +72,8 @@ def suggest(trial: optuna.Trial, target: Target,
     fusion = {name: True for name in FUSIONS}
     if trial.suggest_categorical("fusion", ("all", CUSTOM)) == CUSTOM:
         fusion = {name: trial.suggest_categorical(name, (True, False)) for name in FUSIONS}
+    qkv_span = (trial.suggest_categorical("qkv_span", (False, True)) if fusion["fuse_rope"]
+                else False)
     schedule = Schedule(
         tiles=tiles,
         lm_tiles=lm_tiles,
@@ -81,6 +83,7 @@ def suggest(trial: optuna.Trial, target: Target,
         blocks_per_sm=trial.suggest_categorical("blocks_per_sm", BLOCKS_PER_SM),
         threads=trial.suggest_categorical("threads", THREADS),
         smem_bytes=trial.suggest_categorical("smem_bytes", SMEM_BYTES),
+        qkv_span=qkv_span,
         **fusion,
     )
     ring = trial.suggest_categorical("ring", RING)
@@ -120,6 +123,7 @@ def params_of(cand: Candidate, target: Target | None = None) -> dict[str, Any]:
         **({} if s.lm_tiles is None else {"lm_tiles": s.lm_tiles}),
         "fusion": "all" if fused else CUSTOM,
         **({} if fused else {name: getattr(s, name) for name in FUSIONS}),
+        **({"qkv_span": s.qkv_span} if s.fuse_rope else {}),
         "sm_policy": s.sm_policy, "split_kv": s.split_kv,
         "steps_per_launch": s.steps_per_launch, "blocks_per_sm": s.blocks_per_sm,
         "threads": s.threads, "smem_bytes": s.smem_bytes, "rows_per_warp": k.rows_per_warp,
@@ -146,10 +150,12 @@ def default_params(weights: WeightChoices = WHOLE_SPACE,
     return params_of(Candidate(Schedule(), KernelKnobs(), weights.first()), target)
 
 
-# Kernel knobs added after the first studies, and what a trial from before them ran with
-# (one warp per row, every tile through registers; prior/corpus.py's LATER_COLUMNS too)
+# Knobs added after the first studies, and what a trial from before them ran with (one
+# warp per row, every tile through registers, one head per QKV tile; prior/corpus.py's
+# LATER_COLUMNS too)
 LATER_KNOBS = {"k_split": 1, "lm_ring": 0, "ring": 0, "ring_pairs": False,
-               "ring_prefill": False, "weights_evict_first": False, "bulk_stage": False}
+               "ring_prefill": False, "weights_evict_first": False, "bulk_stage": False,
+               "qkv_span": False}
 
 
 def candidate_of(params: dict[str, Any], target: Target) -> Candidate:

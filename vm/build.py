@@ -148,7 +148,7 @@ def epilogue_operands(program: Program) -> int:
         pairs = rows[0][1] - rows[0][0]
         if kind == "residual":
             most = max(most, pairs * len(rows))
-        elif kind == "qkv_rope":
+        elif kind in ("qkv_rope", "qkv_span"):
             most = max(most, 2 * pairs)
     return most
 

@@ -27,7 +27,7 @@ from amk_tune.model.spec import ModelSpec
 from instructions.argmax import Argmax
 from instructions.attention import Attention
 from instructions.base import decode, scale_buffer, weight_buffer
-from instructions.epilogues import LogitsArgmax, QkvRope, Residual, SiluMul, Store
+from instructions.epilogues import LogitsArgmax, QkvRope, QkvSpan, Residual, SiluMul, Store
 from instructions.gemv import GEMV_DTYPES, Gemv
 from instructions.token import Token
 from instructions.unfused import ResidualAdd, RmsNorm, RopeAppend, SiluMulVec
@@ -71,7 +71,7 @@ OP_FIELDS: dict[str, tuple[str, ...]] = {
 }
 OP_CODES = {name: i for i, name in enumerate(OP_FIELDS)}
 EPILOGUE_CODES = {kind: i for i, kind in enumerate(
-    ("store", "residual", "silu_mul", "qkv_rope", "logits_argmax"))}
+    ("store", "residual", "silu_mul", "qkv_rope", "logits_argmax", "qkv_span"))}
 SRC_CODES = {kind: i for i, kind in enumerate(SRC_KINDS)}
 WDTYPE_CODES = {dtype: i for i, dtype in enumerate(GEMV_DTYPES)}  # gemv field ``wdtype``
 INT8_ALIGN = 16  # int8 codes per 16-byte load: K and the group are multiples of it
@@ -158,12 +158,16 @@ def _gemv(g: Gemv, r: _Resolver) -> dict[str, int]:
         out |= {"head": e.head, "p0": e.p0, "p1": e.p1, "heads": e.heads,
                 "kv_heads": e.kv_heads, "head_dim": e.head_dim, "max_seq": e.max_seq,
                 "q": r.buf(e.q), "k_cache": r.buf(e.k_cache), "v_cache": r.buf(e.v_cache)}
+    elif isinstance(e, QkvSpan):  # p0 / p1: the flattened pair range f0 / f1, head unused
+        out |= {"head": 0, "p0": e.f0, "p1": e.f1, "heads": e.heads,
+                "kv_heads": e.kv_heads, "head_dim": e.head_dim, "max_seq": e.max_seq,
+                "q": r.buf(e.q), "k_cache": r.buf(e.k_cache), "v_cache": r.buf(e.v_cache)}
     elif isinstance(e, LogitsArgmax):
         out |= {"dst": r.buf(e.logits), "vocab": e.vocab, "part": r.buf(e.part),
                 "tile": e.tile}
-    if len(g.rows) == 2 and not isinstance(e, Store | Residual | SiluMul | QkvRope):
+    if len(g.rows) == 2 and not isinstance(e, Store | Residual | SiluMul | QkvRope | QkvSpan):
         raise BuildError(f"epilogue {e.kind!r} takes one row segment")
-    if isinstance(e, SiluMul | QkvRope) and len(g.rows) != 2:
+    if isinstance(e, SiluMul | QkvRope | QkvSpan) and len(g.rows) != 2:
         raise BuildError(f"epilogue {e.kind!r} takes two row segments")
     return out
 

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from amk_tune.model.quantise import dequantise, gemv_matrices, quantise_rows
-from amk_tune.model.weights import SCALE_SUFFIX, ModelWeights, round_to_bf16, weight_shapes
+from amk_tune.model.weights import (
+    SCALE_SUFFIX,
+    ModelWeights,
+    round_to_bf16,
+    view_base,
+    view_shapes,
+    weight_shapes,
+)
 from vm.program import Launch, Program, Task
 from vm.reference_vm import ReferenceVM, VmState, spec_of
 
@@ -69,8 +76,9 @@ def task_weights(program: Program, seed: int) -> ModelWeights:
     storage (bf16; or int8: its GEMV matrices quantised as amk_tune/model/quantise.py does)."""
     spec = spec_of(program)
     dtype, group = program.extra.get("dtype", "bf16"), program.extra.get("quant_group", 0)
-    shapes = weight_shapes(spec, dtype)
+    shapes = weight_shapes(spec, dtype) | view_shapes(spec)
     quantised = set(gemv_matrices(spec, dtype)) if dtype == "int8" else set()
+    quantised |= {v for v in view_shapes(spec) if view_base(v) in quantised}
     rng = np.random.default_rng(seed)
     tensors, codes, scales = {}, {}, {}
     for name in program.buffers:

@@ -7,7 +7,8 @@ the program is deadlock-free by construction (the validator checks it anyway). P
     token (block 0)                              signals tok
     per layer l:
       [rmsnorm]            unless fuse_norm
-      QKV tiles            signal qkv.L{l}.g{g} per KV group (RoPE + KV append fused)
+      QKV tiles            signal qkv.L{l}.g{g} per KV group (RoPE + KV append fused;
+                           qkv_span: a tile of two groups signals both)
       [rope_append x G]    unless fuse_rope
       attention G x split  waits on its group only; signals attn.L{l}
       O tiles (+residual)  signal h.L{l}          [residual_add unless fuse_residual]
@@ -29,12 +30,19 @@ from dataclasses import dataclass, field
 
 from amk_tune.model.quantise import gemv_matrices, group_problem
 from amk_tune.model.spec import ModelSpec
-from amk_tune.model.weights import SCALE_SUFFIX, lm_head_tensor, weight_shapes
+from amk_tune.model.weights import (
+    SCALE_SUFFIX,
+    VIEW_SUFFIX,
+    lm_head_tensor,
+    view_base,
+    view_shapes,
+    weight_shapes,
+)
 from amk_tune.targets import Target
 from instructions.argmax import Argmax
 from instructions.attention import Attention
 from instructions.base import BF16, F32, I32, INT8, Geometry, Instruction, weight_buffer
-from instructions.epilogues import LogitsArgmax, QkvRope, Residual, SiluMul, Store
+from instructions.epilogues import LogitsArgmax, QkvRope, QkvSpan, Residual, SiluMul, Store
 from instructions.gemv import Gemv
 from instructions.token import Token
 from instructions.unfused import ResidualAdd, RmsNorm, RopeAppend, SiluMulVec
@@ -54,7 +62,12 @@ class Draft:
     id: str
     instr: Instruction
     waits: tuple[str, ...] = ()
-    signal: str | None = None
+    signal: str | tuple[str, ...] | None = None
+
+    def signals(self) -> tuple[str, ...]:
+        if self.signal is None:
+            return ()
+        return (self.signal,) if isinstance(self.signal, str) else self.signal
 
 
 @dataclass
@@ -79,6 +92,13 @@ def qkv_tiles(spec: ModelSpec, target: int) -> list[tuple[int, int, int]]:
     return [(h, a, b) for h in range(heads) for a, b in split(half, per_head)]
 
 
+def qkv_spans(spec: ModelSpec, target: int) -> list[tuple[int, int]]:
+    """``min(target, pairs)`` equal ranges ``(f0, f1)`` of the RoPE pairs of all heads of
+    [q; k; v], flattened head-major (``qkv_span``)."""
+    pairs = (spec.heads + 2 * spec.kv_heads) * spec.head_dim // 2
+    return split(pairs, min(target, pairs))
+
+
 def _qkv_group(spec: ModelSpec, head: int) -> int:
     if head < spec.heads:
         return head // spec.group
@@ -94,8 +114,9 @@ class _Lowerer:
         self.tiles = sched.tiles or self.blocks
         self.dtype, self.quant_group = dtype, quant_group
         self.wbytes = WEIGHT_BYTES[dtype]
-        self.shapes = weight_shapes(spec, dtype)
+        self.shapes = weight_shapes(spec, dtype) | view_shapes(spec)
         self.quantised = set(gemv_matrices(spec, dtype))
+        self.quantised |= {v for v in view_shapes(spec) if view_base(v) in self.quantised}
         self.buffers: dict[str, int] = {}
         self.stages: list[Stage] = []
 
@@ -156,28 +177,10 @@ class _Lowerer:
         # attention input: QKV tiles (RoPE + append fused, or raw + rope_append per group)
         src, norm, waits = self.norm_input(x, f"{L}.attn_norm", f"xn.{L}.attn", ready,
                                            f"{L}.norm_attn")
-        tiles = qkv_tiles(sp, self.tiles)
-        half = d // 2
-        seg = [((h * d + a, h * d + b), (h * d + half + a, h * d + half + b)) for h, a, b in tiles]
-        if s.fuse_rope:
-            def epi(i, rows):
-                h, a, b = tiles[i]
-                return QkvRope(h, a, b, sp.heads, kvh, d, self.max_seq, q, kc, vc)
-            group_ready = f"qkv.{L}.g"
+        if s.qkv_span:
+            self.qkv_span_stage(L, src, norm, waits, q, kc, vc)
         else:
-            raw = self.buf(f"qkv.{L}", sp.qkv_rows * F32)
-            def epi(i, rows):
-                return Store(raw)
-            group_ready = f"qkvraw.{L}.g"
-        self.gemv_stage(f"{L}.qkv", f"{L}.wqkv", seg, src, norm, waits, epi,
-                        lambda i: f"{group_ready}{_qkv_group(sp, tiles[i][0])}")
-        if not s.fuse_rope:
-            self.stage(f"{L}.rope", [
-                Draft(f"{L}.rope.g{g}",
-                      RopeAppend(g, sp.heads, kvh, d, self.max_seq, raw, q, kc, vc),
-                      (f"qkvraw.{L}.g{g}",), f"qkv.{L}.g{g}")
-                for g in range(kvh)
-            ])
+            self.qkv_head_stage(L, src, norm, waits, q, kc, vc)
         # attention per KV group and partition
         parts = s.split_kv
         if parts == 1:
@@ -214,6 +217,53 @@ class _Lowerer:
         out = self.residual_gemv(f"{L}.down", f"{L}.wd", act, None, (f"act.{L}",), h,
                                  f"x.{L}", f"d.{L}", f"{L}.res_mlp")
         return out, (out.buffer,)
+
+    def qkv_head_stage(self, L: str, src: VecSource, norm: str | None,
+                       waits: tuple[str, ...], q: str, kc: str, vc: str) -> None:
+        """QKV tiles of one head each (``qkv_tiles``): RoPE + append fused, or raw rows and a
+        rope_append task per KV group. Each tile signals its group's ``qkv.L.g`` counter."""
+        sp, d = self.spec, self.spec.head_dim
+        tiles = qkv_tiles(sp, self.tiles)
+        half = d // 2
+        seg = [((h * d + a, h * d + b), (h * d + half + a, h * d + half + b)) for h, a, b in tiles]
+        if self.s.fuse_rope:
+            def epi(i, rows):
+                h, a, b = tiles[i]
+                return QkvRope(h, a, b, sp.heads, sp.kv_heads, d, self.max_seq, q, kc, vc)
+            group_ready = f"qkv.{L}.g"
+        else:
+            raw = self.buf(f"qkv.{L}", sp.qkv_rows * F32)
+            def epi(i, rows):
+                return Store(raw)
+            group_ready = f"qkvraw.{L}.g"
+        self.gemv_stage(f"{L}.qkv", f"{L}.wqkv", seg, src, norm, waits, epi,
+                        lambda i: f"{group_ready}{_qkv_group(sp, tiles[i][0])}")
+        if not self.s.fuse_rope:
+            self.stage(f"{L}.rope", [
+                Draft(f"{L}.rope.g{g}",
+                      RopeAppend(g, sp.heads, sp.kv_heads, d, self.max_seq, raw, q, kc, vc),
+                      (f"qkvraw.{L}.g{g}",), f"qkv.{L}.g{g}")
+                for g in range(sp.kv_heads)
+            ])
+
+    def qkv_span_stage(self, L: str, src: VecSource, norm: str | None,
+                       waits: tuple[str, ...], q: str, kc: str, vc: str) -> None:
+        """QKV tiles of equal pair ranges across heads (``qkv_spans``) over the halves
+        view: a tile signals the ``qkv.L.g`` counter of every KV group it writes."""
+        sp, half = self.spec, self.spec.head_dim // 2
+        spans = qkv_spans(sp, self.tiles)
+        total = (sp.heads + 2 * sp.kv_heads) * half
+        rows = [((a, b), (total + a, total + b)) for a, b in spans]
+
+        def groups(i: int) -> tuple[str, ...]:
+            a, b = spans[i]
+            found = dict.fromkeys(_qkv_group(sp, h) for h in range(a // half, (b - 1) // half + 1))
+            return tuple(f"qkv.{L}.g{g}" for g in found)
+
+        self.gemv_stage(f"{L}.qkv", f"{L}.wqkv{VIEW_SUFFIX}", rows, src, norm, waits,
+                        lambda i, r: QkvSpan(*spans[i], sp.heads, sp.kv_heads, sp.head_dim,
+                                             self.max_seq, q, kc, vc),
+                        groups)
 
     def residual_gemv(self, tag: str, matrix: str, src: VecSource, norm: str | None,
                       waits: tuple[str, ...], res: VecSource, dst: str, raw: str,
@@ -253,8 +303,8 @@ class _Lowerer:
         per_step: dict[str, int] = {}
         for st in self.stages:
             for t in st.tasks:
-                if t.signal:
-                    per_step[t.signal] = per_step.get(t.signal, 0) + 1
+                for c in t.signals():
+                    per_step[c] = per_step.get(c, 0) + 1
         self.counters = per_step
         self.placed = tuple(
             tuple(
@@ -262,7 +312,7 @@ class _Lowerer:
                     id=t.id,
                     op=t.instr.op,
                     wait=tuple(Wait(c, per_step[c]) for c in t.waits),
-                    signal=(Signal(t.signal, 1),) if t.signal else (),
+                    signal=tuple(Signal(c, 1) for c in t.signals()),
                     smem_bytes=self.task_smem(t.instr),
                     args=t.instr.to_args(),
                     instr=t.instr,

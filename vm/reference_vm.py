@@ -78,7 +78,7 @@ class _Context:
         return self.vm.state.buffers[buffer].view(np.int32)
 
     def weight(self, tensor: str) -> np.ndarray:
-        return self.vm.weights.tensors[tensor]
+        return self.vm.weights.tensor(tensor)
 
     def position(self, step: int) -> int:
         return self.vm.position + step

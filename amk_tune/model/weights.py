@@ -12,6 +12,13 @@ numbers. Tensor names and shapes (``D = head_dim``, ``H = heads``, ``G = kv_head
 - ``L{l}.wgu`` [2 * intermediate, hidden]: gate rows, then up rows
 - ``L{l}.wd`` [hidden, intermediate]
 
+Views (``VIEW_SUFFIX``), derived from a tensor above on first use and never stored or hashed:
+
+- ``L{l}.wqkv_halves``: the rows of ``L{l}.wqkv`` with the first half of every head's
+  dims first (head-major), then the second half of every head's dims. RoPE pair ``f`` of
+  the flattened [q; k; v] heads is then rows ``f`` and ``P + f`` (``P = (H + 2G) * D / 2``),
+  so a contiguous pair range may cross heads (the schedule's ``qkv_span``).
+
 ``dtype = "int8"`` (amk_tune/model/quantise.py) stores every GEMV matrix as int8 codes with
 float32 scales (``codes`` and ``scales``); ``tensors`` then holds their dequantised float32
 values (what the reference VM and the HF oracle run on), plus a separate ``lm_head`` when the
@@ -28,6 +35,7 @@ from amk_tune.model.spec import ModelSpec
 
 STORAGE_DTYPES = ("bf16", "int8")
 SCALE_SUFFIX = ".scale"  # buffer w.<matrix>.scale holds an int8 matrix's scales
+VIEW_SUFFIX = "_halves"  # L{l}.wqkv_halves: a row permutation of L{l}.wqkv (docstring)
 
 
 def round_to_bf16(a: np.ndarray) -> np.ndarray:
@@ -80,6 +88,27 @@ def weight_shapes(spec: ModelSpec, dtype: str = "bf16") -> dict[str, tuple[int, 
     return shapes
 
 
+def halves_order(spec: ModelSpec) -> np.ndarray:
+    """Row ``i`` of ``L{l}.wqkv_halves`` is row ``halves_order(spec)[i]`` of ``L{l}.wqkv``."""
+    d, half = spec.head_dim, spec.head_dim // 2
+    heads = spec.heads + 2 * spec.kv_heads
+    lo = (np.arange(heads)[:, None] * d + np.arange(half)[None, :]).ravel()
+    return np.concatenate([lo, lo + half])
+
+
+def view_base(name: str) -> str | None:
+    """The tensor a view name derives from (None: not a view)."""
+    if name.endswith(".wqkv" + VIEW_SUFFIX):
+        return name.removesuffix(VIEW_SUFFIX)
+    return None
+
+
+def view_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
+    """Every view's name and shape (same shape as the tensor it permutes)."""
+    return {f"L{layer}.wqkv{VIEW_SUFFIX}": (spec.qkv_rows, spec.hidden)
+            for layer in range(spec.layers)}
+
+
 @dataclass
 class ModelWeights:
     """``tensors``: float32 values of every tensor (see the module docstring). For int8,
@@ -92,6 +121,7 @@ class ModelWeights:
     quant_group: int = 0
     codes: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     scales: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _views: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def storage(self) -> str:
@@ -104,14 +134,33 @@ class ModelWeights:
     def lm_head_name(self) -> str:
         return lm_head_tensor(self.spec, self.dtype)
 
+    def tensor(self, name: str) -> np.ndarray:
+        """Float32 values of tensor ``name``, a view (``view_base``) included."""
+        return self._view("tensors", name)
+
     def stored(self, name: str) -> np.ndarray:
         """The flat array the kernel's buffer ``w.<name>`` holds: int8 codes of a quantised
         matrix, float32 scales for ``<matrix>.scale``, else bf16 bit patterns."""
-        if name.endswith(SCALE_SUFFIX) and name[: -len(SCALE_SUFFIX)] in self.scales:
-            return self.scales[name[: -len(SCALE_SUFFIX)]].ravel()
-        if name in self.codes:
-            return self.codes[name].ravel()
-        return bf16_bits(self.tensors[name]).ravel()
+        matrix = name.removesuffix(SCALE_SUFFIX)
+        if name.endswith(SCALE_SUFFIX) and (matrix in self.scales or view_base(matrix)):
+            return self._view("scales", matrix).ravel()
+        if name in self.codes or view_base(name) in self.codes:
+            return self._view("codes", name).ravel()
+        return bf16_bits(self.tensor(name)).ravel()
+
+    def _view(self, kind: str, name: str) -> np.ndarray:
+        """``tensors``, ``codes`` or ``scales`` (``kind``) of ``name``: the stored array, or
+        the view ``name`` derived from its base's (rows permuted; cached)."""
+        table: dict[str, np.ndarray] = getattr(self, kind)
+        if name in table:
+            return table[name]
+        base = view_base(name)
+        if base is None or base not in table:
+            raise KeyError(name)
+        key = f"{kind}:{name}"
+        if key not in self._views:
+            self._views[key] = np.ascontiguousarray(table[base][halves_order(self.spec)])
+        return self._views[key]
 
 
 def round_to_bf16_inplace(a: np.ndarray, chunk: int = 1 << 20) -> np.ndarray:

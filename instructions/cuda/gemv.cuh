@@ -66,7 +66,9 @@ __device__ __forceinline__ GemvTile gemv_tile(const Ctx& c, const int* rec) {
                      (long long)rows * t.row_bytes > cfg::kSlotBytes;
   const int fit = t.ring ? 0 : cfg::kSlotBytes / t.row_bytes;
   t.staged = rows < fit ? rows : fit;
-  t.epi_n = epi == enc::EPI_RESIDUAL ? rows : epi == enc::EPI_QKV_ROPE ? 2 * t.n0 : 0;
+  t.epi_n = epi == enc::EPI_RESIDUAL                             ? rows
+            : epi == enc::EPI_QKV_ROPE || epi == enc::EPI_QKV_SPAN ? 2 * t.n0
+                                                                   : 0;
   return t;
 }
 
@@ -315,11 +317,20 @@ __device__ __forceinline__ void rows_dot(const Ctx& c, const GemvTile& t, int i0
   }
 }
 
+// Pair i of a QKV tile -> (head of [q; k; v], pair in the head): qkv_rope tiles hold pairs
+// P0.. of head HEAD; qkv_span tiles hold flattened pairs P0.. of all heads (f -> head
+// f / (D/2), pair f % (D/2)).
+__device__ __forceinline__ int2 qkv_pair(const int* rec, int i) {
+  if (rec[G::EPI] == enc::EPI_QKV_ROPE) return make_int2(rec[G::HEAD], rec[G::P0] + i);
+  const int half = rec[G::HEAD_DIM] / 2, f = rec[G::P0] + i;
+  return make_int2(f / half, f % half);
+}
+
 // QKV epilogue: pair p of head ``head`` of [q; k; v]; RoPE (cs, sn: the pair's angle) on q
 // and k, k/v appended.
-__device__ void qkv_rope_store(const Ctx& c, const int* rec, int p, float lo, float hi,
-                               float cs, float sn) {
-  const int head = rec[G::HEAD], heads = rec[G::HEADS], kvh = rec[G::KV_HEADS];
+__device__ void qkv_rope_store(const Ctx& c, const int* rec, int head, int p, float lo,
+                               float hi, float cs, float sn) {
+  const int heads = rec[G::HEADS], kvh = rec[G::KV_HEADS];
   const int d = rec[G::HEAD_DIM], half = d / 2, pos = c.position + c.step;
   float* out;
   size_t base;
@@ -365,8 +376,11 @@ __device__ __forceinline__ void gemv_store(const Ctx& c, const int* rec, const G
       dst[r0] = silu(y0) * y1;
       break;
     case enc::EPI_QKV_ROPE:
-      qkv_rope_store(c, rec, rec[G::P0] + i, y0, y1, e0, e1);
+    case enc::EPI_QKV_SPAN: {
+      const int2 hp = qkv_pair(rec, i);
+      qkv_rope_store(c, rec, hp.x, hp.y, y0, y1, e0, e1);
       break;
+    }
     case enc::EPI_LOGITS_ARGMAX:
       dst[(size_t)c.step * rec[G::VOCAB] + r0] = y0;
       better(best, best_i, y0, r0);
@@ -506,13 +520,14 @@ __device__ __forceinline__ void rows_ring(const Ctx& c, const int* rec, const Ge
   }
 }
 
-// Epilogue operand i < t.epi_n: residual row tile_row(t, i), or the RoPE angle of pair
-// P0 + i: its cosine (i < n0), then its sine.
+// Epilogue operand i < t.epi_n: residual row tile_row(t, i), or the RoPE angle of the
+// tile's pair i (qkv_pair): its cosine (i < n0), then its sine.
 __device__ __forceinline__ float epi_operand(const Ctx& c, const int* rec, const GemvTile& t,
                                              int i) {
   if (rec[G::EPI] == enc::EPI_RESIDUAL) return vec_at(c, rec, G::RES_KIND, tile_row(t, i));
   const int pos = c.position + c.step;
-  return i < t.n0 ? rope_cos(c, pos, rec[G::P0] + i) : rope_sin(c, pos, rec[G::P0] + i - t.n0);
+  return i < t.n0 ? rope_cos(c, pos, qkv_pair(rec, i).y)
+                  : rope_sin(c, pos, qkv_pair(rec, i - t.n0).y);
 }
 
 // Input vector x of a ``buffer`` / ``embed`` source into c.x, times the folded norm

@@ -23,6 +23,7 @@ SCHEDULES = [
     Schedule(split_kv=2, tiles=6, lm_tiles=5, sm_policy="blocked", steps_per_launch=3),
     Schedule(fuse_norm=False, fuse_rope=False, fuse_residual=False, fuse_silu=False,
              fuse_argmax=False, split_kv=3, sm_policy="round_robin"),
+    Schedule(qkv_span=True, tiles=7),
 ]
 
 
@@ -92,6 +93,10 @@ def _check_args(enc, row, task, spec):
             assert (enc.field(row, "head"), enc.field(row, "p0"), enc.field(row, "p1")) == (
                 e["head"], e["p0"], e["p1"])
             assert _name(enc, row, "k_cache") == e["k_cache"]
+        if e["kind"] == "qkv_span":  # the flattened pair range rides in p0 / p1
+            assert (enc.field(row, "head"), enc.field(row, "p0"), enc.field(row, "p1")) == (
+                0, e["f0"], e["f1"])
+            assert _name(enc, row, "v_cache") == e["v_cache"]
     elif task.op == "attention":
         for f in ("group", "part", "parts", "heads", "kv_heads", "head_dim", "max_seq"):
             assert enc.field(row, f) == a[f]

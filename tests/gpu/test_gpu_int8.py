@@ -30,6 +30,7 @@ SCHEDULES = {
                                     blocks_per_sm=2, threads=128, smem_bytes=1024,
                                     steps_per_launch=4),
     "no-staging": Schedule(smem_bytes=0, threads=1024, steps_per_launch=4),
+    "qkv-span": Schedule(qkv_span=True, tiles=7, steps_per_launch=4),  # the halves view's codes
 }
 KNOBS = {"plain": KernelKnobs(), "2x2": KernelKnobs(rows_per_warp=2, unroll=2),
          "4x4-prefetch": KernelKnobs(rows_per_warp=4, unroll=4, prefetch=3),

@@ -21,6 +21,7 @@ SCHEDULES = {
     "unfused": Schedule(fuse_norm=False, fuse_rope=False, fuse_residual=False,
                         fuse_silu=False, fuse_argmax=False, sm_policy="blocked",
                         blocks_per_sm=2),
+    "qkv-span": Schedule(qkv_span=True, smem_bytes=131072, steps_per_launch=8),
 }
 
 

@@ -30,6 +30,8 @@ SCHEDULES = {
                         fuse_argmax=False, sm_policy="blocked", blocks_per_sm=2, threads=128,
                         smem_bytes=0, steps_per_launch=4),
     "wide": Schedule(split_kv=3, tiles=40, lm_tiles=9, threads=1024, steps_per_launch=4),
+    # QKV tiles that cross heads (and, on TINY, KV groups: two signals)
+    "span": Schedule(qkv_span=True, tiles=7, split_kv=2, steps_per_launch=4),
 }
 
 
@@ -79,6 +81,21 @@ def test_the_layer_ring_computes_what_the_reference_vm_computes(spec, group, pai
     wbytes = 1 if group is not None else 2
     ringed = 2 * spec.intermediate if pairs else spec.intermediate  # gate/up rows, or down's K
     assert ringed * wbytes * spec.hidden > cfg.slot_bytes  # that tile takes the ring
+    _matches_the_reference_vm(w, s, knobs)
+
+
+def test_qkv_tiles_across_heads_through_the_pairs_ring():
+    """One ``qkv_span`` tile of every RoPE pair (all heads, both KV groups of TINY) outgrows
+    its 8 KiB slot, so it streams through the pairs ring, prefilled; the other projections'
+    tiles too (the layer-ring test above)."""
+    from vm import build
+    from vm.lowering import lower
+
+    w = tiny_weights(TINY, seed=7)
+    s = Schedule(qkv_span=True, tiles=1, smem_bytes=0, threads=128, steps_per_launch=4)
+    knobs = KernelKnobs(ring=2, prefetch=2, rows_per_warp=1, ring_pairs=True, ring_prefill=True)
+    cfg = build.config_for(lower(TINY, s, H100), TINY, knobs)
+    assert TINY.qkv_rows * TINY.hidden * 2 > cfg.slot_bytes
     _matches_the_reference_vm(w, s, knobs)
 
 

@@ -77,6 +77,7 @@ VARIANTS = [
     {"ring": 2, "ring_pairs": False, "ring_prefill": True},
     {"weights_evict_first": True},
     {"bulk_stage": True},
+    {"qkv_span": True},
     *({"dtype": "int8", "quant_group": g} for g in QUANT_GROUPS),
 ]
 
@@ -179,6 +180,8 @@ def test_conditional_knobs_only_under_their_parent():
         assert ("quant_group" in t.params) == (t.params["dtype"] == "int8")
         assert ("ring_pairs" in t.params) == (t.params["ring"] > 0)
         assert ("ring_prefill" in t.params) == (t.params["ring"] > 0 or t.params["lm_ring"] > 0)
+        assert ("qkv_span" in t.params) == (t.params["fusion"] == "all"
+                                            or t.params["fuse_rope"])
 
 
 def test_params_of_inverts_suggest():
