@@ -34,9 +34,10 @@ class Schedule:
       argmax into LM-head partials. Off = a separate single-task stage.
     - ``qkv_span``: QKV tiles are equal ranges of RoPE pairs over all heads, crossing
       heads (a tile of two KV groups signals both), read from the halves view of the
-      fused QKV rows; off = every head split into the same number of pair ranges, which
-      leaves blocks idle when the head count does not divide the block count. Needs
-      ``fuse_rope``.
+      fused QKV rows, as many as ``tiles`` less the attention tasks (whose blocks are
+      then free when their group is written); off = every head split into the same
+      number of pair ranges, which leaves blocks idle or runs two tiles on some when the
+      head count does not divide the tile count. Needs ``fuse_rope``.
     - ``steps_per_launch``: decode steps one launch runs (argmax feeds the next step).
     - ``blocks_per_sm``, ``threads``, ``smem_bytes``: the launch shape.
     """
