@@ -142,7 +142,8 @@ class ModelWeights:
         """The flat array the kernel's buffer ``w.<name>`` holds: int8 codes of a quantised
         matrix, float32 scales for ``<matrix>.scale``, else bf16 bit patterns."""
         matrix = name.removesuffix(SCALE_SUFFIX)
-        if name.endswith(SCALE_SUFFIX) and (matrix in self.scales or view_base(matrix)):
+        if name.endswith(SCALE_SUFFIX) and (matrix in self.scales
+                                            or view_base(matrix) in self.scales):
             return self._view("scales", matrix).ravel()
         if name in self.codes or view_base(name) in self.codes:
             return self._view("codes", name).ravel()
