@@ -10,6 +10,8 @@ import numpy as np
 from vm.program import Program
 
 RANGE_COLUMNS = ("task", "buffer", "begin", "end", "stride", "write")
+# column "write": what the access is
+READ, WRITE, ACCUMULATE = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -56,9 +58,10 @@ class IndexedProgram:
         for g, (_, _, t) in enumerate(tasks):
             for r in t.read:
                 if r.buffer in written:
-                    flat += (g, buffer_id[r.buffer], r.begin, r.end, r.stride, 0)
+                    flat += (g, buffer_id[r.buffer], r.begin, r.end, r.stride, READ)
             for r in t.write:
-                flat += (g, buffer_id[r.buffer], r.begin, r.end, r.stride, 1)
+                kind = ACCUMULATE if r.accumulate else WRITE
+                flat += (g, buffer_id[r.buffer], r.begin, r.end, r.stride, kind)
 
         first, n = [], 0
         for q in program.queues:

@@ -14,6 +14,10 @@ All of it is vectorised with numpy. A run of reads of one range with nothing els
 buffer between them (every tile of a stage reading the whole input) meets the same writes,
 so it is checked as one group, through per-block vectors: the cost is members x blocks,
 not members x writers.
+
+Accumulating writes (``Range.accumulate``: atomic adds, which commute) conflict with reads
+and plain writes but not with each other. A buffer that has them is checked by phases
+(``_accumulate_races``).
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import numpy as np
 
 from validator.greedy import GreedyRun
 from validator.happens_before import HappensBefore
-from validator.indexed import IndexedProgram
+from validator.indexed import ACCUMULATE, WRITE, IndexedProgram
 from validator.verdict import RACE_FREE, REPORT_LIMIT, Violation, capped
 
 
@@ -38,7 +42,11 @@ class _Accesses:
     begin: np.ndarray
     end: np.ndarray
     exec: np.ndarray
-    write: np.ndarray
+    kind: np.ndarray  # indexed.READ, WRITE or ACCUMULATE
+
+    @property
+    def write(self) -> np.ndarray:
+        return self.kind != 0
 
 
 def _accesses(ip: IndexedProgram, run: GreedyRun) -> _Accesses:
@@ -51,7 +59,7 @@ def _accesses(ip: IndexedProgram, run: GreedyRun) -> _Accesses:
     shift = run.step[ex].astype(np.int64) * row[:, 4]
     order = np.lexsort((row[:, 5], ex, row[:, 1]))
     return _Accesses(row[order, 1], (row[:, 2] + shift)[order], (row[:, 3] + shift)[order],
-                     ex[order], row[order, 5].astype(bool))
+                     ex[order], row[order, 5])
 
 
 @dataclass(frozen=True)
@@ -150,6 +158,58 @@ def _buffer_races(buf: int, begin: np.ndarray, end: np.ndarray, ex: np.ndarray,
                   before, ~before | write[mi], np.full(len(i), buf), lo[i], hi[i])
 
 
+def _accumulate_races(buf: int, begin: np.ndarray, end: np.ndarray, ex: np.ndarray,
+                      kind: np.ndarray, hb: HappensBefore) -> _Races:
+    """A buffer with accumulating writes. Per elementary segment, in run order, a *phase* is
+    a maximal run of reads or of accumulates, and each plain write a phase of its own. Two
+    neighbouring phases always conflict (reads against accumulates, or a write against
+    anything), and when every member of each phase happens before every member of the
+    next, transitivity orders every conflicting pair of the segment; reads among
+    themselves and accumulates among themselves need no order. So each member of a phase
+    is checked against the per-block latest position of the phase before it. Segments
+    share most phases (every accumulate of a step covers the whole vector), so each
+    (phase before, member) check is made once."""
+    bounds = np.unique(np.concatenate([begin, end]))
+    lo = np.searchsorted(bounds, begin)
+    count = np.searchsorted(bounds, end) - lo
+    n = int(count.sum())
+    item = np.repeat(np.arange(len(begin)), count)
+    seg = np.repeat(lo, count) + np.arange(n) - np.repeat(np.cumsum(count) - count, count)
+    order = np.argsort(seg, kind="stable")  # items are in run order already
+    seg, item = seg[order], item[order]
+    k = kind[item]
+    new = np.ones(n, dtype=bool)
+    new[1:] = (seg[1:] != seg[:-1]) | (k[1:] != k[:-1]) | (k[1:] == WRITE)
+    starts = [*np.flatnonzero(new).tolist(), n]
+    found: dict[tuple[bytes, int], int] = {}  # (phase before, member exec) -> bad x or -1
+    bad: list[tuple[int, int, int]] = []  # (x access, y access, segment)
+    prev: tuple[bytes, np.ndarray] | None = None
+    for p in range(len(starts) - 1):
+        a, b = starts[p], starts[p + 1]
+        ys = item[a:b]
+        if prev is not None and seg[a] == seg[starts[p - 1]]:
+            key, xs = prev
+            todo = np.asarray([y for y in ys.tolist() if (key, int(ex[y])) not in found],
+                              dtype=np.int64)
+            if len(todo):
+                ey, exs = ex[todo], ex[xs]
+                # every x before y: y's clock covers x's position on x's block
+                ok = hb.clock[ey[:, None], hb.block[exs][None, :]] >= hb.pos[exs][None, :]
+                ok |= hb.block[ey][:, None] == hb.block[exs][None, :]
+                first_bad = np.where(ok.all(axis=1), -1, xs[np.argmin(ok, axis=1)])
+                for y, x in zip(ey.tolist(), first_bad.tolist(), strict=True):
+                    found[(key, y)] = x
+            for y in ys.tolist():
+                x = found[(key, int(ex[y]))]
+                if x >= 0:
+                    bad.append((x, y, int(seg[a])))
+        prev = (ex[ys].tobytes(), ys)
+    x, y, where = (np.asarray(c, dtype=np.int64) for c in zip(*bad, strict=True)) if bad else (
+        np.zeros(0, dtype=np.int64) for _ in range(3))
+    return _Races(ex[x], ex[y], kind[x] != 0, kind[y] != 0, np.full(len(x), buf), bounds[where],
+                  bounds[where + 1])
+
+
 def _vector_checks(hb: HappensBefore, reads: np.ndarray, writes: np.ndarray,
                    before: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A group of reads against the writes just before it (``before``) and just after it,
@@ -209,13 +269,16 @@ def race_violations(ip: IndexedProgram, run: GreedyRun, hb: HappensBefore) -> li
     described, the rest counted."""
     acc = _accesses(ip, run)
     cuts = np.flatnonzero(np.diff(acc.buffer)) + 1
-    parts = [
-        _buffer_races(int(acc.buffer[lo]), acc.begin[lo:hi], acc.end[lo:hi], acc.exec[lo:hi],
-                      acc.write[lo:hi], hb)
-        for lo, hi in zip(np.r_[0, cuts].tolist(), np.r_[cuts, len(acc.buffer)].tolist(),
-                          strict=True)
-        if hi > lo and acc.write[lo:hi].any()
-    ]
+    parts = []
+    for lo, hi in zip(np.r_[0, cuts].tolist(), np.r_[cuts, len(acc.buffer)].tolist(),
+                      strict=True):
+        kind = acc.kind[lo:hi]
+        if hi == lo or not kind.any():
+            continue
+        check = _accumulate_races if (kind == ACCUMULATE).any() else _buffer_races
+        parts.append(check(int(acc.buffer[lo]), acc.begin[lo:hi], acc.end[lo:hi],
+                           acc.exec[lo:hi], kind if check is _accumulate_races else kind != 0,
+                           hb))
     if not parts:
         return []
     races = _Races(*(np.concatenate([getattr(p, f.name) for p in parts])

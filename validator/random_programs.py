@@ -147,3 +147,15 @@ def random_program(rng: random.Random) -> tuple[str, Doc]:
         doc = _layered(rng)
         return _perturb(rng, doc).replace("random", "layered"), doc
     return "chaos", _chaos(rng)
+
+
+def random_accumulating_program(rng: random.Random) -> tuple[str, Doc]:
+    """A random program (``random_program``) whose writes each accumulate (atomic adds,
+    ``Range.accumulate``) with probability one half."""
+    category, doc = random_program(rng)
+    for q in doc["queues"]:
+        for t in q:
+            for w in t["write"]:
+                if rng.random() < 0.5:
+                    w["accumulate"] = True
+    return f"{category}+accumulate", doc

@@ -44,8 +44,8 @@ class RefTask:
     smem: int
     waits: tuple[tuple[str, int], ...]
     signals: tuple[tuple[str, int], ...]
-    # (buffer, begin, end, stride, is_write)
-    accesses: tuple[tuple[str, int, int, int, bool], ...]
+    # (buffer, begin, end, stride, is_write, accumulates)
+    accesses: tuple[tuple[str, int, int, int, bool, bool], ...]
 
 
 @dataclass(frozen=True)
@@ -70,14 +70,17 @@ class RefProgram:
         task, step = self.at(b, k)
         return all(counters[c] >= step * self.per_step[c] + v for c, v in task.waits)
 
-    def touches(self, b: int, k: int) -> list[tuple[str, int, int, bool]]:
+    def touches(self, b: int, k: int) -> list[tuple[str, int, int, bool, bool]]:
         task, step = self.at(b, k)
-        return [(buf, lo + step * st, hi + step * st, w) for buf, lo, hi, st, w in task.accesses]
+        return [(buf, lo + step * st, hi + step * st, w, acc)
+                for buf, lo, hi, st, w, acc in task.accesses]
 
     def conflict(self, x: tuple[int, int], y: tuple[int, int]) -> bool:
-        """Overlapping bytes of one buffer, at least one a write."""
-        return any(bx == by and lx < hy and ly < hx and (wx or wy)
-                   for bx, lx, hx, wx in self.touches(*x) for by, ly, hy, wy in self.touches(*y))
+        """Overlapping bytes of one buffer, at least one a write, not both accumulating
+        (atomic adds commute)."""
+        return any(bx == by and lx < hy and ly < hx and (wx or wy) and not (ax and ay)
+                   for bx, lx, hx, wx, ax in self.touches(*x)
+                   for by, ly, hy, wy, ay in self.touches(*y))
 
     def counters_after(self, ended: list[int]) -> dict[str, int]:
         """Counter values once block ``b`` has ended its first ``ended[b]`` executions."""
@@ -121,7 +124,10 @@ def _task(t: Any, buffers: dict[str, int], per_step: dict[str, int], steps: int)
             lo, hi, st = _int(r.get("begin"), 0), _int(r.get("end"), 1), _int(r.get("stride", 0), 0)
             if lo >= hi or hi + (steps - 1) * st > buffers[buf]:
                 raise _Bad("range")
-            accesses.append((buf, lo, hi, st, kind == "write"))
+            acc = r.get("accumulate", False)
+            if type(acc) is not bool or (acc and kind == "read"):
+                raise _Bad("accumulate")
+            accesses.append((buf, lo, hi, st, kind == "write", acc))
     return RefTask(t["id"], _int(t.get("smem_bytes", 0), 0), tuple(waits), tuple(signals),
                    tuple(accesses))
 

@@ -125,6 +125,10 @@ def _check_range(out: _Collector, r: Any, tid: str, kind: str, tables: _Tables,
     if r.stride < 0:
         out.add(f"task {tid!r} {kind}s {r.buffer!r} with stride {r.stride} < 0", tid)
         return
+    if type(r.accumulate) is not bool or (r.accumulate and kind == "read"):
+        out.add(f"task {tid!r} {kind}s {r.buffer!r} with accumulate = {r.accumulate!r}: only "
+                "a write may accumulate (true or false)", tid)
+        return
     if not 0 <= r.begin < r.end:
         out.add(f"task {tid!r} {kind}s {r.buffer!r} bytes [{r.begin}, {r.end}): a range needs "
                 "0 <= begin < end", tid)
@@ -162,9 +166,11 @@ def _fine(task: Task, tables: _Tables, last_step: int) -> bool:
             return False
         if sig.counter not in per_step or sig.add < 1:
             return False
-    for ranges in (task.read, task.write):
+    for ranges, may_accumulate in ((task.read, False), (task.write, True)):
         for r in ranges:
             if type(r) is not Range or type(r.buffer) is not str:
+                return False
+            if r.accumulate is not False and not (may_accumulate and r.accumulate is True):
                 return False
             lo, hi, stride = r.begin, r.end, r.stride
             if type(lo) is not int or type(hi) is not int or type(stride) is not int:

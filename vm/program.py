@@ -22,12 +22,20 @@ VERSION = 1
 
 @dataclass(frozen=True)
 class Range:
-    """Bytes ``[begin, end)`` of ``buffer``, shifted by ``step * stride`` at step ``step``."""
+    """Bytes ``[begin, end)`` of ``buffer``, shifted by ``step * stride`` at step ``step``.
+
+    ``accumulate`` (an extension of version 1, JSON ``"accumulate": true``, writes only):
+    the write adds float32 values into the bytes atomically (``red.add``), so two
+    accumulating writes commute and need no order between them; against a read or a plain
+    write of the same bytes they are ordinary writes. A reader that does not know the
+    field sees a plain write, which can only make it stricter.
+    """
 
     buffer: str
     begin: int
     end: int
     stride: int = 0
+    accumulate: bool = False
 
     def at(self, step: int) -> tuple[int, int]:
         return self.begin + step * self.stride, self.end + step * self.stride
@@ -36,6 +44,8 @@ class Range:
         d: dict[str, Any] = {"buffer": self.buffer, "begin": self.begin, "end": self.end}
         if self.stride:
             d["stride"] = self.stride
+        if self.accumulate:
+            d["accumulate"] = True
         return d
 
 
@@ -183,15 +193,23 @@ def _optional_int(obj: dict, key: str, where: str) -> int:
     return value
 
 
-def _range(r: Any, where: str) -> Range:
+def _range(r: Any, where: str, *, write: bool) -> Range:
     stride = r.get("stride", 0) if isinstance(r, dict) else 0
     if isinstance(stride, bool) or not isinstance(stride, int):
         raise ProgramError(f"{where}.stride = {stride!r} has the wrong type")
+    accumulate = r.get("accumulate", False) if isinstance(r, dict) else False
+    if not isinstance(accumulate, bool):
+        raise ProgramError(f"{where}.accumulate = {accumulate!r} has the wrong type (true or "
+                           "false)")
+    if accumulate and not write:
+        raise ProgramError(f"{where}.accumulate = true on a read: only a write accumulates "
+                           "(drop the field, or move the range to 'write')")
     return Range(
         _need(r, "buffer", str, where),
         _need(r, "begin", int, where),
         _need(r, "end", int, where),
         stride,
+        accumulate,
     )
 
 
@@ -207,8 +225,8 @@ def _task(t: Any, where: str) -> Task:
             Wait(_need(w, "counter", str, f"{where}.wait"), _need(w, "value", int, f"{where}.wait"))
             for w in lists["wait"]
         ),
-        read=tuple(_range(r, f"{where}.read") for r in lists["read"]),
-        write=tuple(_range(r, f"{where}.write") for r in lists["write"]),
+        read=tuple(_range(r, f"{where}.read", write=False) for r in lists["read"]),
+        write=tuple(_range(r, f"{where}.write", write=True) for r in lists["write"]),
         signal=tuple(
             Signal(_need(s, "counter", str, f"{where}.signal"),
                    _need(s, "add", int, f"{where}.signal"))
