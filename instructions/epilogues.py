@@ -58,21 +58,34 @@ class Store(Epilogue):
 
 @dataclass(frozen=True)
 class Residual(Epilogue):
-    """``dst[r] = res[r] + y_r``: the O-projection / down-projection residual add."""
+    """``dst[r] = res[r] + y_r``: the O-projection / down-projection residual add. With
+    ``copy``, the same rows go to buffer ``copy`` too: the starting value of a vector that
+    ``SiluDown`` tiles then accumulate into (``fuse_down``)."""
 
     kind: ClassVar[str] = "residual"
     dst: str
     res: VecSource
+    copy: str = ""
 
     def accesses(self, geom: Geometry, rows: Rows) -> tuple[list[Range], list[Range]]:
-        return self.res.accesses(geom), _row_ranges(self.dst, rows)
+        writes = _row_ranges(self.dst, rows)
+        if self.copy:
+            writes += _row_ranges(self.copy, rows)
+        return self.res.accesses(geom), writes
 
     def apply(self, ctx: ExecContext, step: int, rows: Rows, y: np.ndarray) -> None:
         res = self.res.load(ctx, step)
-        out, i = ctx.f32(self.dst), 0
+        outs, i = [ctx.f32(b) for b in (self.dst, self.copy) if b], 0
         for a, b in rows:
-            out[a:b] = res[a:b] + y[i : i + b - a]
+            for out in outs:
+                out[a:b] = res[a:b] + y[i : i + b - a]
             i += b - a
+
+    def to_args(self) -> dict[str, Any]:
+        args = super().to_args()
+        if not self.copy:  # programs without it stay exactly what they were
+            del args["copy"]
+        return args
 
 
 @dataclass(frozen=True)
@@ -90,6 +103,31 @@ class SiluMul(Epilogue):
         (a, b), _ = rows
         n = b - a
         ctx.f32(self.dst)[a:b] = silu(y[:n]) * y[n:]
+
+
+@dataclass(frozen=True)
+class SiluDown(Epilogue):
+    """Rows ``[(r0, r1), (I + r0, I + r1)]`` of [gate; up], and the down projection of
+    those intermediate rows fused after them (``fuse_down``): ``a = silu(gate) * up`` for
+    the tile's rows, then ``dst += a @ down[r0:r1]`` over the whole ``dst`` vector, an
+    accumulating write (atomic adds: every tile of the stage adds its part, in any order).
+    ``down`` is the transposed down matrix ``L{l}.wd_t`` [I, hidden], bf16."""
+
+    kind: ClassVar[str] = "silu_down"
+    dst: str
+    down: str
+
+    def accesses(self, geom: Geometry, rows: Rows) -> tuple[list[Range], list[Range]]:
+        (a, b), _ = rows
+        hidden = geom.weight_shapes[self.down][-1]
+        return ([geom.weight_rows(self.down, a, b)],
+                [Range(self.dst, 0, hidden * F32, accumulate=True)])
+
+    def apply(self, ctx: ExecContext, step: int, rows: Rows, y: np.ndarray) -> None:
+        (a, b), _ = rows
+        n = b - a
+        act = silu(y[:n]) * y[n:]
+        ctx.f32(self.dst)[:] += act @ ctx.weight(self.down)[a:b]
 
 
 @dataclass(frozen=True)
@@ -214,7 +252,8 @@ class LogitsArgmax(Epilogue):
 
 
 EPILOGUES: dict[str, type[Epilogue]] = {
-    cls.kind: cls for cls in (Store, Residual, SiluMul, QkvRope, QkvSpan, LogitsArgmax)
+    cls.kind: cls for cls in (Store, Residual, SiluMul, SiluDown, QkvRope, QkvSpan,
+                              LogitsArgmax)
 }
 
 

@@ -38,6 +38,11 @@ class Schedule:
       then free when their group is written); off = every head split into the same
       number of pair ranges, which leaves blocks idle or runs two tiles on some when the
       head count does not divide the tile count. Needs ``fuse_rope``.
+    - ``fuse_down``: the down projection fused into the gate/up tiles: each tile takes
+      its intermediate rows' columns of the down matrix (the transposed view
+      ``L{l}.wd_t``) and adds its part of the layer's output with atomic adds into a
+      vector the O tiles start with the residual (``Residual.copy``). One stage and its
+      hop fewer per layer. Needs ``fuse_silu`` and ``fuse_residual``; bf16 weights only.
     - ``steps_per_launch``: decode steps one launch runs (argmax feeds the next step).
     - ``blocks_per_sm``, ``threads``, ``smem_bytes``: the launch shape.
     """
@@ -52,6 +57,7 @@ class Schedule:
     fuse_silu: bool = True
     fuse_argmax: bool = True
     qkv_span: bool = False
+    fuse_down: bool = False
     steps_per_launch: int = 1
     blocks_per_sm: int = 1
     threads: int = 256
@@ -73,6 +79,11 @@ class Schedule:
             raise ScheduleError("qkv_span = true needs fuse_rope = true: a QKV tile that "
                                 "crosses heads applies RoPE in its epilogue (set one of them "
                                 "differently)")
+        if self.fuse_down and not (self.fuse_silu and self.fuse_residual):
+            raise ScheduleError("fuse_down = true needs fuse_silu = true and fuse_residual = "
+                                "true: the gate/up tile applies SiLU-mul, and the O tiles "
+                                "start the output vector with the residual (set fuse_down "
+                                "to false, or both of them to true)")
         if self.smem_bytes < 0:
             raise ScheduleError(f"smem_bytes = {self.smem_bytes!r}: must be >= 0")
 

@@ -2,7 +2,8 @@
 
 Define-by-run with conditional knobs: an explicit tile count is asked for only when the
 trial leaves ``tiles_mode = "per_block"``, and the five fusion flags only when it leaves
-``fusion = "all"``; ``qkv_span`` only with ``fuse_rope``; ``ring_pairs`` only when
+``fusion = "all"``; ``qkv_span`` only with ``fuse_rope``; ``fuse_down`` only with
+``fuse_silu`` and ``fuse_residual`` on bf16 weights; ``ring_pairs`` only when
 ``ring`` > 0; ``ring_prefill`` only when ``ring`` or ``lm_ring`` > 0; ``bulk_stage`` only
 on a GPU with TMA bulk copies (sm_90 and newer); the int8 quantisation group only when
 ``dtype`` is int8 (the weight knobs and what part of them a study opens:
@@ -74,6 +75,10 @@ def suggest(trial: optuna.Trial, target: Target,
         fusion = {name: trial.suggest_categorical(name, (True, False)) for name in FUSIONS}
     qkv_span = (trial.suggest_categorical("qkv_span", (False, True)) if fusion["fuse_rope"]
                 else False)
+    fmt = weights.suggest(trial)
+    fuse_down = (trial.suggest_categorical("fuse_down", (False, True))
+                 if fusion["fuse_silu"] and fusion["fuse_residual"] and fmt.dtype == "bf16"
+                 else False)
     schedule = Schedule(
         tiles=tiles,
         lm_tiles=lm_tiles,
@@ -84,6 +89,7 @@ def suggest(trial: optuna.Trial, target: Target,
         threads=trial.suggest_categorical("threads", THREADS),
         smem_bytes=trial.suggest_categorical("smem_bytes", SMEM_BYTES),
         qkv_span=qkv_span,
+        fuse_down=fuse_down,
         **fusion,
     )
     ring = trial.suggest_categorical("ring", RING)
@@ -105,7 +111,7 @@ def suggest(trial: optuna.Trial, target: Target,
         bulk_stage=(trial.suggest_categorical("bulk_stage", (False, True))
                     if has_bulk_copies(target.arch) else False),
     )
-    return Candidate(schedule, knobs, weights.suggest(trial))
+    return Candidate(schedule, knobs, fmt)
 
 
 def params_of(cand: Candidate, target: Target | None = None) -> dict[str, Any]:
@@ -124,6 +130,8 @@ def params_of(cand: Candidate, target: Target | None = None) -> dict[str, Any]:
         "fusion": "all" if fused else CUSTOM,
         **({} if fused else {name: getattr(s, name) for name in FUSIONS}),
         **({"qkv_span": s.qkv_span} if s.fuse_rope else {}),
+        **({"fuse_down": s.fuse_down}
+           if s.fuse_silu and s.fuse_residual and fmt.dtype == "bf16" else {}),
         "sm_policy": s.sm_policy, "split_kv": s.split_kv,
         "steps_per_launch": s.steps_per_launch, "blocks_per_sm": s.blocks_per_sm,
         "threads": s.threads, "smem_bytes": s.smem_bytes, "rows_per_warp": k.rows_per_warp,
@@ -155,7 +163,7 @@ def default_params(weights: WeightChoices = WHOLE_SPACE,
 # LATER_COLUMNS too)
 LATER_KNOBS = {"k_split": 1, "lm_ring": 0, "ring": 0, "ring_pairs": False,
                "ring_prefill": False, "weights_evict_first": False, "bulk_stage": False,
-               "qkv_span": False}
+               "qkv_span": False, "fuse_down": False}
 
 
 def candidate_of(params: dict[str, Any], target: Target) -> Candidate:

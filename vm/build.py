@@ -141,7 +141,9 @@ def min_slot_bytes(threads: int, group: int, head_dim: int) -> int:
 def epilogue_operands(program: Program) -> int:
     """The most epilogue operands one GEMV tile of ``program`` loads in its prologue
     (instructions/cuda/gemv.cuh): a residual add reads one value per row, a QKV tile a
-    RoPE cosine and sine per row pair. At least 1 (a shared array of 0 floats is none)."""
+    RoPE cosine and sine per row pair; a silu_down tile keeps its SiLU-mul value per row
+    pair there for the down projection after its rows. At least 1 (a shared array of 0
+    floats is none)."""
     most = 1
     for task in (t for q in program.queues for t in q if t.op == "gemv"):
         rows, kind = task.args["rows"], task.args["epilogue"]["kind"]
@@ -150,6 +152,8 @@ def epilogue_operands(program: Program) -> int:
             most = max(most, pairs * len(rows))
         elif kind in ("qkv_rope", "qkv_span"):
             most = max(most, 2 * pairs)
+        elif kind == "silu_down":
+            most = max(most, pairs)
     return most
 
 

@@ -27,7 +27,15 @@ from amk_tune.model.spec import ModelSpec
 from instructions.argmax import Argmax
 from instructions.attention import Attention
 from instructions.base import decode, scale_buffer, weight_buffer
-from instructions.epilogues import LogitsArgmax, QkvRope, QkvSpan, Residual, SiluMul, Store
+from instructions.epilogues import (
+    LogitsArgmax,
+    QkvRope,
+    QkvSpan,
+    Residual,
+    SiluDown,
+    SiluMul,
+    Store,
+)
 from instructions.gemv import GEMV_DTYPES, Gemv
 from instructions.token import Token
 from instructions.unfused import ResidualAdd, RmsNorm, RopeAppend, SiluMulVec
@@ -59,6 +67,7 @@ OP_FIELDS: dict[str, tuple[str, ...]] = {
         "matrix", "nseg", "s0a", "s0b", "s1a", "s1b", *_vec("src"), "norm", "epi",
         "dst", *_vec("res"), "head", "p0", "p1", "heads", "kv_heads", "head_dim", "max_seq",
         "q", "k_cache", "v_cache", "vocab", "part", "tile", "wdtype", "scale", "qgroup",
+        "copy", "down", "down_cols",
     ),
     "attention": ("group", "part", "parts", "heads", "kv_heads", "head_dim", "max_seq", "q",
                   "k_cache", "v_cache", "out"),
@@ -71,7 +80,7 @@ OP_FIELDS: dict[str, tuple[str, ...]] = {
 }
 OP_CODES = {name: i for i, name in enumerate(OP_FIELDS)}
 EPILOGUE_CODES = {kind: i for i, kind in enumerate(
-    ("store", "residual", "silu_mul", "qkv_rope", "logits_argmax", "qkv_span"))}
+    ("store", "residual", "silu_mul", "qkv_rope", "logits_argmax", "qkv_span", "silu_down"))}
 SRC_CODES = {kind: i for i, kind in enumerate(SRC_KINDS)}
 WDTYPE_CODES = {dtype: i for i, dtype in enumerate(GEMV_DTYPES)}  # gemv field ``wdtype``
 INT8_ALIGN = 16  # int8 codes per 16-byte load: K and the group are multiples of it
@@ -149,11 +158,20 @@ def _gemv(g: Gemv, r: _Resolver) -> dict[str, int]:
     e = g.epilogue
     out = {"matrix": r.weight(g.matrix), "nseg": len(g.rows), "s0a": s0a, "s0b": s0b,
            "s1a": s1a, "s1b": s1b, **r.vec("src", g.src), "norm": r.weight(g.norm),
-           "epi": EPILOGUE_CODES[e.kind], **_weight_format(g, r)}
+           "epi": EPILOGUE_CODES[e.kind], "copy": -1, **_weight_format(g, r)}
     if isinstance(e, Store | SiluMul):
         out["dst"] = r.buf(e.dst)
     elif isinstance(e, Residual):
-        out |= {"dst": r.buf(e.dst), **r.vec("res", e.res, ("buffer", "embed"))}
+        out |= {"dst": r.buf(e.dst), **r.vec("res", e.res, ("buffer", "embed")),
+                "copy": r.buf(e.copy) if e.copy else -1}
+    elif isinstance(e, SiluDown):
+        if g.dtype != "bf16":
+            raise BuildError(f"epilogue silu_down of {g.matrix!r}: the fused down projection "
+                             f"reads bf16 weights, not {g.dtype}")
+        if r.spec.hidden % 8:
+            raise BuildError(f"silu_down: hidden size {r.spec.hidden} is not a multiple of 8 "
+                             "(16-byte loads of the transposed down rows)")
+        out |= {"dst": r.buf(e.dst), "down": r.weight(e.down), "down_cols": r.spec.hidden}
     elif isinstance(e, QkvRope):
         out |= {"head": e.head, "p0": e.p0, "p1": e.p1, "heads": e.heads,
                 "kv_heads": e.kv_heads, "head_dim": e.head_dim, "max_seq": e.max_seq,
@@ -165,9 +183,10 @@ def _gemv(g: Gemv, r: _Resolver) -> dict[str, int]:
     elif isinstance(e, LogitsArgmax):
         out |= {"dst": r.buf(e.logits), "vocab": e.vocab, "part": r.buf(e.part),
                 "tile": e.tile}
-    if len(g.rows) == 2 and not isinstance(e, Store | Residual | SiluMul | QkvRope | QkvSpan):
+    if len(g.rows) == 2 and not isinstance(e, Store | Residual | SiluMul | SiluDown | QkvRope
+                                           | QkvSpan):
         raise BuildError(f"epilogue {e.kind!r} takes one row segment")
-    if isinstance(e, SiluMul | QkvRope | QkvSpan) and len(g.rows) != 2:
+    if isinstance(e, SiluMul | SiluDown | QkvRope | QkvSpan) and len(g.rows) != 2:
         raise BuildError(f"epilogue {e.kind!r} takes two row segments")
     return out
 

@@ -15,6 +15,8 @@ the program is deadlock-free by construction (the validator checks it anyway). P
       [rmsnorm]
       gate/up tiles (+SiLU-mul)  signal act.L{l}  [silu_mul unless fuse_silu]
       down tiles (+residual)     signal x.L{l}    [residual_add]
+      (fuse_down: the O tiles also write x.L{l} = h, and the gate/up tiles add their
+       down-projection parts into it with atomic adds and signal x.L{l}; no down stage)
     [rmsnorm], LM-head tiles (+partial argmax) signal lm
     argmax (block 0)                             writes tokens[step + 1]
 
@@ -32,6 +34,7 @@ from amk_tune.model.quantise import gemv_matrices, group_problem
 from amk_tune.model.spec import ModelSpec
 from amk_tune.model.weights import (
     SCALE_SUFFIX,
+    TRANSPOSE_SUFFIX,
     VIEW_SUFFIX,
     lm_head_tensor,
     view_base,
@@ -42,7 +45,15 @@ from amk_tune.targets import Target
 from instructions.argmax import Argmax
 from instructions.attention import Attention
 from instructions.base import BF16, F32, I32, INT8, Geometry, Instruction, weight_buffer
-from instructions.epilogues import LogitsArgmax, QkvRope, QkvSpan, Residual, SiluMul, Store
+from instructions.epilogues import (
+    LogitsArgmax,
+    QkvRope,
+    QkvSpan,
+    Residual,
+    SiluDown,
+    SiluMul,
+    Store,
+)
 from instructions.gemv import Gemv
 from instructions.token import Token
 from instructions.unfused import ResidualAdd, RmsNorm, RopeAppend, SiluMulVec
@@ -195,12 +206,21 @@ class _Lowerer:
                   (f"qkv.{L}.g{g}",), f"attn.{L}")
             for g in range(kvh) for j in range(parts)
         ])
+        out_name = f"x.{L}"
         h = self.residual_gemv(f"{L}.o", f"{L}.wo", o_src, None, (f"attn.{L}",), x,
-                               f"h.{L}", f"o.{L}", f"{L}.res_attn")
+                               f"h.{L}", f"o.{L}", f"{L}.res_attn",
+                               copy=out_name if s.fuse_down else "")
         # MLP
         src, norm, waits = self.norm_input(h, f"{L}.mlp_norm", f"xn.{L}.mlp", (f"h.{L}",),
                                            f"{L}.norm_mlp")
         inter = sp.intermediate
+        if s.fuse_down:  # gate/up + SiLU-mul + down, added into x.L (started by the O tiles)
+            rows = [((a, b), (inter + a, inter + b)) for a, b in split(inter, self.tiles)]
+            down = f"{L}.wd{TRANSPOSE_SUFFIX}"
+            self.gemv_stage(f"{L}.gu", f"{L}.wgu", rows, src, norm, waits,
+                            lambda i, r: SiluDown(out_name, down), lambda i: out_name)
+            out = VecSource("buffer", sp.hidden, out_name)
+            return out, (out_name,)
         if s.fuse_silu:
             act = self.vec(f"act.{L}", inter)
             rows = [((a, b), (inter + a, inter + b)) for a, b in split(inter, self.tiles)]
@@ -215,7 +235,7 @@ class _Lowerer:
             self.stage(f"{L}.silu", [Draft(f"{L}.silu", SiluMulVec(inter, gu, act.buffer),
                                            (f"gu.{L}",), f"act.{L}")])
         out = self.residual_gemv(f"{L}.down", f"{L}.wd", act, None, (f"act.{L}",), h,
-                                 f"x.{L}", f"d.{L}", f"{L}.res_mlp")
+                                 out_name, f"d.{L}", f"{L}.res_mlp")
         return out, (out.buffer,)
 
     def qkv_head_stage(self, L: str, src: VecSource, norm: str | None,
@@ -271,15 +291,18 @@ class _Lowerer:
 
     def residual_gemv(self, tag: str, matrix: str, src: VecSource, norm: str | None,
                       waits: tuple[str, ...], res: VecSource, dst: str, raw: str,
-                      res_tag: str) -> VecSource:
+                      res_tag: str, copy: str = "") -> VecSource:
         """``dst = res + W @ src``, the add fused into the tiles or as its own stage.
-        The ready counter of ``dst`` is named after it."""
+        The ready counter of ``dst`` is named after it. ``copy``: a second buffer the
+        fused tiles write the same rows to (``Residual.copy``)."""
         n = self.shapes[matrix][0]
         rows = [((a, b),) for a, b in split(n, self.tiles)]
         out = self.vec(dst, n)
+        if copy:
+            self.vec(copy, n)
         if self.s.fuse_residual:
             self.gemv_stage(tag, matrix, rows, src, norm, waits,
-                            lambda i, r: Residual(dst, res), lambda i: dst)
+                            lambda i, r: Residual(dst, res, copy), lambda i: dst)
         else:
             tmp = self.vec(raw, n)
             self.gemv_stage(tag, matrix, rows, src, norm, waits,
@@ -398,6 +421,10 @@ def lower(spec: ModelSpec, schedule: Schedule, target: Target, *, steps: int | N
         raise ScheduleError(
             f"dtype {dtype!r} is not lowered yet; choose one of {list(WEIGHT_BYTES)}"
         )
+    if schedule.fuse_down and dtype != "bf16":
+        raise ScheduleError(f"fuse_down = true with {dtype} weights: the fused down "
+                            "projection reads the transposed bf16 matrix, and an int8 row's "
+                            "scales do not transpose (set fuse_down to false)")
     if dtype == "int8":
         problem = group_problem(spec, quant_group)
         if problem:

@@ -18,6 +18,9 @@ Views (``VIEW_SUFFIX``), derived from a tensor above on first use and never stor
   dims first (head-major), then the second half of every head's dims. RoPE pair ``f`` of
   the flattened [q; k; v] heads is then rows ``f`` and ``P + f`` (``P = (H + 2G) * D / 2``),
   so a contiguous pair range may cross heads (the schedule's ``qkv_span``).
+- ``L{l}.wd_t`` [intermediate, hidden]: ``L{l}.wd`` transposed, so the down-projection
+  columns of a range of intermediate rows are contiguous rows (the schedule's
+  ``fuse_down``). bf16 only: an int8 matrix's scales belong to its output rows.
 
 ``dtype = "int8"`` (amk_tune/model/quantise.py) stores every GEMV matrix as int8 codes with
 float32 scales (``codes`` and ``scales``); ``tensors`` then holds their dequantised float32
@@ -36,6 +39,7 @@ from amk_tune.model.spec import ModelSpec
 STORAGE_DTYPES = ("bf16", "int8")
 SCALE_SUFFIX = ".scale"  # buffer w.<matrix>.scale holds an int8 matrix's scales
 VIEW_SUFFIX = "_halves"  # L{l}.wqkv_halves: a row permutation of L{l}.wqkv (docstring)
+TRANSPOSE_SUFFIX = "_t"  # L{l}.wd_t: L{l}.wd transposed (docstring)
 
 
 def round_to_bf16(a: np.ndarray) -> np.ndarray:
@@ -100,13 +104,18 @@ def view_base(name: str) -> str | None:
     """The tensor a view name derives from (None: not a view)."""
     if name.endswith(".wqkv" + VIEW_SUFFIX):
         return name.removesuffix(VIEW_SUFFIX)
+    if name.endswith(".wd" + TRANSPOSE_SUFFIX):
+        return name.removesuffix(TRANSPOSE_SUFFIX)
     return None
 
 
 def view_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
-    """Every view's name and shape (same shape as the tensor it permutes)."""
-    return {f"L{layer}.wqkv{VIEW_SUFFIX}": (spec.qkv_rows, spec.hidden)
-            for layer in range(spec.layers)}
+    """Every view's name and shape."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for layer in range(spec.layers):
+        shapes[f"L{layer}.wqkv{VIEW_SUFFIX}"] = (spec.qkv_rows, spec.hidden)
+        shapes[f"L{layer}.wd{TRANSPOSE_SUFFIX}"] = (spec.intermediate, spec.hidden)
+    return shapes
 
 
 @dataclass
@@ -151,7 +160,7 @@ class ModelWeights:
 
     def _view(self, kind: str, name: str) -> np.ndarray:
         """``tensors``, ``codes`` or ``scales`` (``kind``) of ``name``: the stored array, or
-        the view ``name`` derived from its base's (rows permuted; cached)."""
+        the view ``name`` derived from its base's (rows permuted, or transposed; cached)."""
         table: dict[str, np.ndarray] = getattr(self, kind)
         if name in table:
             return table[name]
@@ -160,7 +169,13 @@ class ModelWeights:
             raise KeyError(name)
         key = f"{kind}:{name}"
         if key not in self._views:
-            self._views[key] = np.ascontiguousarray(table[base][halves_order(self.spec)])
+            if name.endswith(TRANSPOSE_SUFFIX):
+                if kind != "tensors":  # an int8 row's scales do not transpose with it
+                    raise KeyError(f"{name} of int8 weights: the transposed view is bf16 only")
+                view = table[base].T
+            else:
+                view = table[base][halves_order(self.spec)]
+            self._views[key] = np.ascontiguousarray(view)
         return self._views[key]
 
 

@@ -192,6 +192,19 @@ __device__ __forceinline__ bool prefills_ring(const GemvTile& t) {
   return cfg::kRingPrefill && t.ring;
 }
 
+// A silu_down tile's down-projection columns (rows s0a .. s0a + n0 of the transposed down
+// matrix, contiguous) are read after its rows: with the task's staging, before its wait,
+// one bulk prefetch pulls them into the L2 (sm_90; elsewhere they stream from DRAM).
+__device__ __forceinline__ void prefetch_down_l2(const Ctx& c, const int* rec, const GemvTile& t) {
+#if __CUDA_ARCH__ >= 900
+  if (threadIdx.x == 0) {
+    const unsigned bytes = (unsigned)t.n0 * rec[G::DOWN_COLS] * 2;
+    const unsigned short* w = w16(c, rec[G::DOWN]) + (size_t)t.s0a * rec[G::DOWN_COLS];
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(w), "r"(bytes) : "memory");
+  }
+#endif
+}
+
 // Issue (no commit: the caller commits one group per task) the copies of the tile's
 // leading rows into ``slot`` (with cfg::kBulkStage, bulk copies that complete on ``mbar``:
 // returns true, having arrived on it); for a ringed tile with cfg::kRingPrefill, each
@@ -200,6 +213,7 @@ __device__ __forceinline__ bool prefills_ring(const GemvTile& t) {
 __device__ bool stage_tile(const Ctx& c, const int* rec, unsigned char* slot,
                            unsigned long long* mbar) {
   const GemvTile t = gemv_tile(c, rec);
+  if (rec[G::EPI] == enc::EPI_SILU_DOWN) prefetch_down_l2(c, rec, t);
   if (prefills_ring(t)) {
     with_tile_shape(rec, t, PrefillRing{t, slot});
     return false;
@@ -371,9 +385,17 @@ __device__ __forceinline__ void gemv_store(const Ctx& c, const int* rec, const G
     case enc::EPI_RESIDUAL:
       dst[r0] = e0 + y0;
       if (NSEG == 2) dst[r1] = e1 + y1;
+      if (rec[G::COPY] >= 0) {  // fuse_down: the start of the vector the gate/up tiles add to
+        float* copy = f32(c, rec[G::COPY]);
+        copy[r0] = e0 + y0;
+        if (NSEG == 2) copy[r1] = e1 + y1;
+      }
       break;
     case enc::EPI_SILU_MUL:
       dst[r0] = silu(y0) * y1;
+      break;
+    case enc::EPI_SILU_DOWN:  // the act value, for down_accumulate after the rows
+      c.epi[i] = silu(y0) * y1;
       break;
     case enc::EPI_QKV_ROPE:
     case enc::EPI_QKV_SPAN: {
@@ -597,6 +619,61 @@ __device__ float gemv_prologue(const Ctx& c, const int* rec, const GemvTile& t) 
   return 1.0f / sqrtf(total / (float)n + cfg::kRmsEps);
 }
 
+// dst[j] += a_j (8 floats) with atomic adds: one vector reduction on sm_90.
+__device__ __forceinline__ void red_add8(float* dst, const float (&a)[8]) {
+#if __CUDA_ARCH__ >= 900
+#pragma unroll
+  for (int h = 0; h < 8; h += 4)
+    asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};"
+                 ::"l"(dst + h), "f"(a[h]), "f"(a[h + 1]), "f"(a[h + 2]), "f"(a[h + 3])
+                 : "memory");
+#else
+#pragma unroll
+  for (int h = 0; h < 8; ++h) atomicAdd(dst + h, a[h]);
+#endif
+}
+
+// a (8 floats) += s * the 8 bf16 of q.
+__device__ __forceinline__ void axpy8(float (&a)[8], float s, uint4 q) {
+  a[0] += s * bf16_lo(q.x); a[1] += s * bf16_hi(q.x);
+  a[2] += s * bf16_lo(q.y); a[3] += s * bf16_hi(q.y);
+  a[4] += s * bf16_lo(q.z); a[5] += s * bf16_hi(q.z);
+  a[6] += s * bf16_lo(q.w); a[7] += s * bf16_hi(q.w);
+}
+
+constexpr int kDownInFlight = 8;  // 16-byte down loads in flight per thread
+
+// silu_down, after the rows (their act values in c.epi): dst += act @ down_t[s0a .. s0a + n0].
+// The transposed rows are contiguous, so thread (g, j) takes 8 columns j of every row
+// g, g + G, ... (G = row groups the block holds: threads / (hidden / 8)), kDownInFlight
+// 16-byte loads in flight, and adds its 8 sums into dst atomically. The adds are relaxed
+// atomics; the task's signal after the block's barrier releases them like plain stores.
+__device__ void down_accumulate(const Ctx& c, const int* rec, const GemvTile& t) {
+  __syncthreads();  // every warp's act values are in c.epi
+  const int hidden = rec[G::DOWN_COLS], chunks = hidden / 8;
+  const int groups = cfg::kThreads / chunks > 0 ? cfg::kThreads / chunks : 1;
+  const uint4* w = reinterpret_cast<const uint4*>(w16(c, rec[G::DOWN]) + (size_t)t.s0a * hidden);
+  float* dst = f32(c, rec[G::DST]);
+  for (int k = threadIdx.x; k < chunks * groups; k += cfg::kThreads) {
+    const int j = k % chunks, g = k / chunks;
+    float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    for (int i0 = g; i0 < t.n0; i0 += groups * kDownInFlight) {
+      uint4 q[kDownInFlight];
+#pragma unroll
+      for (int u = 0; u < kDownInFlight; ++u) {
+        const int i = i0 + u * groups;
+        if (i < t.n0) q[u] = ldg_weights(w + (size_t)i * chunks + j);
+      }
+#pragma unroll
+      for (int u = 0; u < kDownInFlight; ++u) {
+        const int i = i0 + u * groups;
+        if (i < t.n0) axpy8(acc, c.epi[i], q[u]);
+      }
+    }
+    if (g < t.n0) red_add8(dst + 8 * j, acc);
+  }
+}
+
 // A tile's rows: through its ring (D > 0 stages, t.ring), else from the slot and
 // registers.
 template <int NSEG, int R, int U, int S, int D>
@@ -640,6 +717,7 @@ __device__ void gemv_run(const Ctx& c, const int* rec) {
   float best = neg_inf();
   int best_i = 0x7fffffff;
   with_tile_shape(rec, t, RunRows{c, rec, t, inv, best, best_i});
+  if (rec[G::EPI] == enc::EPI_SILU_DOWN) down_accumulate(c, rec, t);
   phase(c, 5);
   if (rec[G::EPI] == enc::EPI_LOGITS_ARGMAX) {
     block_argmax(best, best_i, c.red);

@@ -22,6 +22,7 @@ SCHEDULES = {
                         fuse_silu=False, fuse_argmax=False, sm_policy="blocked",
                         blocks_per_sm=2),
     "qkv-span": Schedule(qkv_span=True, smem_bytes=131072, steps_per_launch=8),
+    "fuse-down": Schedule(fuse_down=True, smem_bytes=131072, steps_per_launch=8),
 }
 
 

@@ -32,6 +32,8 @@ SCHEDULES = {
     "wide": Schedule(split_kv=3, tiles=40, lm_tiles=9, threads=1024, steps_per_launch=4),
     # QKV tiles that cross heads (and, on TINY, KV groups: two signals)
     "span": Schedule(qkv_span=True, tiles=7, split_kv=2, steps_per_launch=4),
+    # the down projection in the gate/up tiles, added into the layer output atomically
+    "down": Schedule(fuse_down=True, tiles=7, steps_per_launch=4),
 }
 
 

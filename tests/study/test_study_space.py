@@ -78,6 +78,7 @@ VARIANTS = [
     {"weights_evict_first": True},
     {"bulk_stage": True},
     {"qkv_span": True},
+    {"fuse_down": True},
     *({"dtype": "int8", "quant_group": g} for g in QUANT_GROUPS),
 ]
 
@@ -182,6 +183,9 @@ def test_conditional_knobs_only_under_their_parent():
         assert ("ring_prefill" in t.params) == (t.params["ring"] > 0 or t.params["lm_ring"] > 0)
         assert ("qkv_span" in t.params) == (t.params["fusion"] == "all"
                                             or t.params["fuse_rope"])
+        fused_mlp = t.params["fusion"] == "all" or (t.params["fuse_silu"]
+                                                    and t.params["fuse_residual"])
+        assert ("fuse_down" in t.params) == (fused_mlp and t.params["dtype"] == "bf16")
 
 
 def test_params_of_inverts_suggest():

@@ -32,6 +32,7 @@ KNOB_VARIANTS = {
     "blocks_per_sm": Schedule(blocks_per_sm=2),
     "threads": Schedule(threads=512),
     "smem_bytes": Schedule(smem_bytes=16384),
+    "fuse_down": Schedule(fuse_down=True),
 }
 
 
@@ -91,6 +92,8 @@ def test_fusion_removes_stages():
     # per layer fused: qkv, attn, o, gu, down = 5; + token, lm, argmax
     assert fused == 5 * TINY.layers + 3
     assert unfused == fused + 6 * TINY.layers + 1
+    # fuse_down: the down projection rides in the gate/up tiles
+    assert critical_stages(lower(TINY, Schedule(fuse_down=True), H100)) == fused - TINY.layers
 
 
 def test_kv_append_has_a_row_stride():
