@@ -192,16 +192,28 @@ __device__ __forceinline__ bool prefills_ring(const GemvTile& t) {
   return cfg::kRingPrefill && t.ring;
 }
 
-// A silu_down tile's down-projection columns (rows s0a .. s0a + n0 of the transposed down
-// matrix, contiguous) are read after its rows: with the task's staging, before its wait,
-// one bulk prefetch pulls them into the L2 (sm_90; elsewhere they stream from DRAM).
+// A silu_down tile's down-projection columns: rows s0a .. s0a + n0 of the transposed down
+// matrix, contiguous, read after the tile's rows (down_accumulate). When the whole tile is
+// staged and they fit in the slot after its rows, they are staged there too; otherwise,
+// with the task's staging (before its wait), one bulk prefetch pulls them into the L2
+// (sm_90; elsewhere they stream from DRAM).
+__device__ __forceinline__ unsigned down_bytes(const int* rec, const GemvTile& t) {
+  return (unsigned)t.n0 * rec[G::DOWN_COLS] * 2;
+}
+__device__ __forceinline__ bool down_staged(const int* rec, const GemvTile& t) {
+  const int rows = t.n0 * t.nseg;
+  return rec[G::EPI] == enc::EPI_SILU_DOWN && !t.ring && t.staged == rows &&
+         (long long)rows * t.row_bytes + down_bytes(rec, t) <= cfg::kSlotBytes;
+}
+__device__ __forceinline__ const unsigned short* down_rows(const Ctx& c, const int* rec,
+                                                           const GemvTile& t) {
+  return w16(c, rec[G::DOWN]) + (size_t)t.s0a * rec[G::DOWN_COLS];
+}
 __device__ __forceinline__ void prefetch_down_l2(const Ctx& c, const int* rec, const GemvTile& t) {
 #if __CUDA_ARCH__ >= 900
-  if (threadIdx.x == 0) {
-    const unsigned bytes = (unsigned)t.n0 * rec[G::DOWN_COLS] * 2;
-    const unsigned short* w = w16(c, rec[G::DOWN]) + (size_t)t.s0a * rec[G::DOWN_COLS];
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(w), "r"(bytes) : "memory");
-  }
+  if (threadIdx.x == 0)
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;"
+                 ::"l"(down_rows(c, rec, t)), "r"(down_bytes(rec, t)) : "memory");
 #endif
 }
 
@@ -213,7 +225,9 @@ __device__ __forceinline__ void prefetch_down_l2(const Ctx& c, const int* rec, c
 __device__ bool stage_tile(const Ctx& c, const int* rec, unsigned char* slot,
                            unsigned long long* mbar) {
   const GemvTile t = gemv_tile(c, rec);
-  if (rec[G::EPI] == enc::EPI_SILU_DOWN) prefetch_down_l2(c, rec, t);
+  const bool down_in_slot = down_staged(rec, t);
+  if (rec[G::EPI] == enc::EPI_SILU_DOWN && !down_in_slot) prefetch_down_l2(c, rec, t);
+  unsigned char* down_at = slot + (size_t)t.staged * t.row_bytes;  // after the tile's rows
   if (prefills_ring(t)) {
     with_tile_shape(rec, t, PrefillRing{t, slot});
     return false;
@@ -224,13 +238,15 @@ __device__ bool stage_tile(const Ctx& c, const int* rec, unsigned char* slot,
       const int s0 = t.staged < t.n0 ? t.staged : t.n0, s1 = t.staged - s0;
       const unsigned char* w = reinterpret_cast<const unsigned char*>(t.w);
       asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-      mbar_arrive_expect(mbar, (unsigned)(t.staged * t.row_bytes));
+      mbar_arrive_expect(mbar, (unsigned)(t.staged * t.row_bytes) +
+                                   (down_in_slot ? down_bytes(rec, t) : 0u));
       if (s0 > 0)
         bulk_copy_weights(slot, w + (size_t)t.s0a * t.row_bytes, (unsigned)(s0 * t.row_bytes),
                           mbar);
       if (s1 > 0)
         bulk_copy_weights(slot + (size_t)t.n0 * t.row_bytes, w + (size_t)t.s1a * t.row_bytes,
                           (unsigned)(s1 * t.row_bytes), mbar);
+      if (down_in_slot) bulk_copy_weights(down_at, down_rows(c, rec, t), down_bytes(rec, t), mbar);
     }
     return true;
   }
@@ -241,6 +257,11 @@ __device__ bool stage_tile(const Ctx& c, const int* rec, unsigned char* slot,
     cp_async16_weights(rows + (size_t)i * 16,
                        reinterpret_cast<const unsigned char*>(t.w) +
                            (size_t)tile_row(t, li) * t.row_bytes + ch * 16);
+  }
+  if (down_in_slot) {
+    const unsigned char* d = reinterpret_cast<const unsigned char*>(down_rows(c, rec, t));
+    for (unsigned i = threadIdx.x; i < down_bytes(rec, t) / 16; i += cfg::kThreads)
+      cp_async16_weights(down_at + (size_t)i * 16, d + (size_t)i * 16);
   }
   return false;
 }
@@ -643,16 +664,11 @@ __device__ __forceinline__ void axpy8(float (&a)[8], float s, uint4 q) {
 
 constexpr int kDownInFlight = 8;  // 16-byte down loads in flight per thread
 
-// silu_down, after the rows (their act values in c.epi): dst += act @ down_t[s0a .. s0a + n0].
-// The transposed rows are contiguous, so thread (g, j) takes 8 columns j of every row
-// g, g + G, ... (G = row groups the block holds: threads / (hidden / 8)), kDownInFlight
-// 16-byte loads in flight, and adds its 8 sums into dst atomically. The adds are relaxed
-// atomics; the task's signal after the block's barrier releases them like plain stores.
-__device__ void down_accumulate(const Ctx& c, const int* rec, const GemvTile& t) {
-  __syncthreads();  // every warp's act values are in c.epi
-  const int hidden = rec[G::DOWN_COLS], chunks = hidden / 8;
-  const int groups = cfg::kThreads / chunks > 0 ? cfg::kThreads / chunks : 1;
-  const uint4* w = reinterpret_cast<const uint4*>(w16(c, rec[G::DOWN]) + (size_t)t.s0a * hidden);
+// down_accumulate's sums and atomic adds over the n0 transposed rows at ``w`` (global or
+// the slot).
+template <bool GLOBAL>
+__device__ __forceinline__ void down_sums(const Ctx& c, const int* rec, const GemvTile& t,
+                                          const uint4* w, int chunks, int groups) {
   float* dst = f32(c, rec[G::DST]);
   for (int k = threadIdx.x; k < chunks * groups; k += cfg::kThreads) {
     const int j = k % chunks, g = k / chunks;
@@ -662,7 +678,8 @@ __device__ void down_accumulate(const Ctx& c, const int* rec, const GemvTile& t)
 #pragma unroll
       for (int u = 0; u < kDownInFlight; ++u) {
         const int i = i0 + u * groups;
-        if (i < t.n0) q[u] = ldg_weights(w + (size_t)i * chunks + j);
+        if (i < t.n0) q[u] = GLOBAL ? ldg_weights(w + (size_t)i * chunks + j)
+                                    : w[(size_t)i * chunks + j];
       }
 #pragma unroll
       for (int u = 0; u < kDownInFlight; ++u) {
@@ -671,6 +688,26 @@ __device__ void down_accumulate(const Ctx& c, const int* rec, const GemvTile& t)
       }
     }
     if (g < t.n0) red_add8(dst + 8 * j, acc);
+  }
+}
+
+// silu_down, after the rows (their act values in c.epi): dst += act @ down_t[s0a .. s0a + n0],
+// from the slot when stage_tile put the rows there (down_staged), else from global (L2).
+// The transposed rows are contiguous, so thread (g, j) takes 8 columns j of every row
+// g, g + G, ... (G = row groups the block holds: threads / (hidden / 8)), kDownInFlight
+// 16-byte loads in flight, and adds its 8 sums into dst atomically. The adds are relaxed
+// atomics; the task's signal after the block's barrier releases them like plain stores.
+__device__ void down_accumulate(const Ctx& c, const int* rec, const GemvTile& t) {
+  __syncthreads();  // every warp's act values are in c.epi
+  const int hidden = rec[G::DOWN_COLS], chunks = hidden / 8;
+  const int groups = cfg::kThreads / chunks > 0 ? cfg::kThreads / chunks : 1;
+  if (down_staged(rec, t)) {
+    down_sums<false>(c, rec, t, reinterpret_cast<const uint4*>(c.stage + (size_t)t.staged *
+                                                                             t.row_bytes),
+                     chunks, groups);
+  } else {
+    down_sums<true>(c, rec, t, reinterpret_cast<const uint4*>(down_rows(c, rec, t)), chunks,
+                    groups);
   }
 }
 
