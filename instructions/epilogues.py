@@ -12,7 +12,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from instructions.base import F32, ExecContext, Geometry, build_dataclass, field_names, plain
+from amk_tune.model.weights import view_base
+from instructions.base import (
+    F32,
+    INT8,
+    ExecContext,
+    Geometry,
+    build_dataclass,
+    field_names,
+    plain,
+    scale_buffer,
+)
 from instructions.reference_math import rope_pairs, silu
 from instructions.vec_source import VecSource
 from vm.program import Range
@@ -111,17 +121,31 @@ class SiluDown(Epilogue):
     those intermediate rows fused after them (``fuse_down``): ``a = silu(gate) * up`` for
     the tile's rows, then ``dst += a @ down[r0:r1]`` over the whole ``dst`` vector, an
     accumulating write (atomic adds: every tile of the stage adds its part, in any order).
-    ``down`` is the transposed down matrix ``L{l}.wd_t`` [I, hidden], bf16."""
+    ``down`` is the transposed down matrix ``L{l}.wd_t`` [I, hidden]: bf16, or int8 codes
+    whose scales stay those of ``L{l}.wd`` (one per output row and ``group`` intermediate
+    columns; amk_tune/model/weights.py), all read."""
 
     kind: ClassVar[str] = "silu_down"
     dst: str
     down: str
+    dtype: str = "bf16"
+    group: int = 0
 
     def accesses(self, geom: Geometry, rows: Rows) -> tuple[list[Range], list[Range]]:
         (a, b), _ = rows
-        hidden = geom.weight_shapes[self.down][-1]
-        return ([geom.weight_rows(self.down, a, b)],
-                [Range(self.dst, 0, hidden * F32, accumulate=True)])
+        inter, hidden = geom.weight_shapes[self.down]
+        writes = [Range(self.dst, 0, hidden * F32, accumulate=True)]
+        if self.dtype == "bf16":
+            return [geom.weight_rows(self.down, a, b)], writes
+        base = view_base(self.down) or self.down
+        return [Range(f"w.{self.down}", a * hidden * INT8, b * hidden * INT8),
+                Range(scale_buffer(base), 0, hidden * (inter // self.group) * F32)], writes
+
+    def to_args(self) -> dict[str, Any]:
+        args = super().to_args()
+        if self.dtype == "bf16":
+            del args["dtype"], args["group"]
+        return args
 
     def apply(self, ctx: ExecContext, step: int, rows: Rows, y: np.ndarray) -> None:
         (a, b), _ = rows

@@ -42,7 +42,7 @@ class Schedule:
       its intermediate rows' columns of the down matrix (the transposed view
       ``L{l}.wd_t``) and adds its part of the layer's output with atomic adds into a
       vector the O tiles start with the residual (``Residual.copy``). One stage and its
-      hop fewer per layer. Needs ``fuse_silu`` and ``fuse_residual``; bf16 weights only.
+      hop fewer per layer. Needs ``fuse_silu`` and ``fuse_residual``.
     - ``steps_per_launch``: decode steps one launch runs (argmax feeds the next step).
     - ``blocks_per_sm``, ``threads``, ``smem_bytes``: the launch shape.
     """

@@ -3,7 +3,7 @@
 Define-by-run with conditional knobs: an explicit tile count is asked for only when the
 trial leaves ``tiles_mode = "per_block"``, and the five fusion flags only when it leaves
 ``fusion = "all"``; ``qkv_span`` only with ``fuse_rope``; ``fuse_down`` only with
-``fuse_silu`` and ``fuse_residual`` on bf16 weights; ``ring_pairs`` only when
+``fuse_silu`` and ``fuse_residual``; ``ring_pairs`` only when
 ``ring`` > 0; ``ring_prefill`` only when ``ring`` or ``lm_ring`` > 0; ``bulk_stage`` only
 on a GPU with TMA bulk copies (sm_90 and newer); the int8 quantisation group only when
 ``dtype`` is int8 (the weight knobs and what part of them a study opens:
@@ -75,10 +75,8 @@ def suggest(trial: optuna.Trial, target: Target,
         fusion = {name: trial.suggest_categorical(name, (True, False)) for name in FUSIONS}
     qkv_span = (trial.suggest_categorical("qkv_span", (False, True)) if fusion["fuse_rope"]
                 else False)
-    fmt = weights.suggest(trial)
     fuse_down = (trial.suggest_categorical("fuse_down", (False, True))
-                 if fusion["fuse_silu"] and fusion["fuse_residual"] and fmt.dtype == "bf16"
-                 else False)
+                 if fusion["fuse_silu"] and fusion["fuse_residual"] else False)
     schedule = Schedule(
         tiles=tiles,
         lm_tiles=lm_tiles,
@@ -111,7 +109,7 @@ def suggest(trial: optuna.Trial, target: Target,
         bulk_stage=(trial.suggest_categorical("bulk_stage", (False, True))
                     if has_bulk_copies(target.arch) else False),
     )
-    return Candidate(schedule, knobs, fmt)
+    return Candidate(schedule, knobs, weights.suggest(trial))
 
 
 def params_of(cand: Candidate, target: Target | None = None) -> dict[str, Any]:
@@ -130,8 +128,7 @@ def params_of(cand: Candidate, target: Target | None = None) -> dict[str, Any]:
         "fusion": "all" if fused else CUSTOM,
         **({} if fused else {name: getattr(s, name) for name in FUSIONS}),
         **({"qkv_span": s.qkv_span} if s.fuse_rope else {}),
-        **({"fuse_down": s.fuse_down}
-           if s.fuse_silu and s.fuse_residual and fmt.dtype == "bf16" else {}),
+        **({"fuse_down": s.fuse_down} if s.fuse_silu and s.fuse_residual else {}),
         "sm_policy": s.sm_policy, "split_kv": s.split_kv,
         "steps_per_launch": s.steps_per_launch, "blocks_per_sm": s.blocks_per_sm,
         "threads": s.threads, "smem_bytes": s.smem_bytes, "rows_per_warp": k.rows_per_warp,

@@ -24,6 +24,7 @@ import numpy as np
 
 from amk_tune.errors import BuildError
 from amk_tune.model.spec import ModelSpec
+from amk_tune.model.weights import TRANSPOSE_SUFFIX
 from instructions.argmax import Argmax
 from instructions.attention import Attention
 from instructions.base import decode, scale_buffer, weight_buffer
@@ -67,7 +68,7 @@ OP_FIELDS: dict[str, tuple[str, ...]] = {
         "matrix", "nseg", "s0a", "s0b", "s1a", "s1b", *_vec("src"), "norm", "epi",
         "dst", *_vec("res"), "head", "p0", "p1", "heads", "kv_heads", "head_dim", "max_seq",
         "q", "k_cache", "v_cache", "vocab", "part", "tile", "wdtype", "scale", "qgroup",
-        "copy", "down", "down_cols",
+        "copy", "down", "down_cols", "down_scale", "down_group", "down_spr",
     ),
     "attention": ("group", "part", "parts", "heads", "kv_heads", "head_dim", "max_seq", "q",
                   "k_cache", "v_cache", "out"),
@@ -158,20 +159,26 @@ def _gemv(g: Gemv, r: _Resolver) -> dict[str, int]:
     e = g.epilogue
     out = {"matrix": r.weight(g.matrix), "nseg": len(g.rows), "s0a": s0a, "s0b": s0b,
            "s1a": s1a, "s1b": s1b, **r.vec("src", g.src), "norm": r.weight(g.norm),
-           "epi": EPILOGUE_CODES[e.kind], "copy": -1, **_weight_format(g, r)}
+           "epi": EPILOGUE_CODES[e.kind], "copy": -1, "down_scale": -1,
+           **_weight_format(g, r)}
     if isinstance(e, Store | SiluMul):
         out["dst"] = r.buf(e.dst)
     elif isinstance(e, Residual):
         out |= {"dst": r.buf(e.dst), **r.vec("res", e.res, ("buffer", "embed")),
                 "copy": r.buf(e.copy) if e.copy else -1}
     elif isinstance(e, SiluDown):
-        if g.dtype != "bf16":
-            raise BuildError(f"epilogue silu_down of {g.matrix!r}: the fused down projection "
-                             f"reads bf16 weights, not {g.dtype}")
-        if r.spec.hidden % 8:
-            raise BuildError(f"silu_down: hidden size {r.spec.hidden} is not a multiple of 8 "
-                             "(16-byte loads of the transposed down rows)")
+        if e.dtype != g.dtype:
+            raise BuildError(f"epilogue silu_down of {g.matrix!r}: down weights {e.dtype} "
+                             f"under a {g.dtype} tile (the kernel streams both alike)")
+        per_load = 16 if e.dtype == "int8" else 8  # elements of one 16-byte load
+        if r.spec.hidden % per_load:
+            raise BuildError(f"silu_down: hidden size {r.spec.hidden} is not a multiple of "
+                             f"{per_load} (16-byte loads of the transposed {e.dtype} down rows)")
         out |= {"dst": r.buf(e.dst), "down": r.weight(e.down), "down_cols": r.spec.hidden}
+        if e.dtype == "int8":
+            base = e.down.removesuffix(TRANSPOSE_SUFFIX)
+            out |= {"down_scale": r.buf(scale_buffer(base)), "down_group": e.group,
+                    "down_spr": r.spec.intermediate // e.group}
     elif isinstance(e, QkvRope):
         out |= {"head": e.head, "p0": e.p0, "p1": e.p1, "heads": e.heads,
                 "kv_heads": e.kv_heads, "head_dim": e.head_dim, "max_seq": e.max_seq,

@@ -217,8 +217,11 @@ class _Lowerer:
         if s.fuse_down:  # gate/up + SiLU-mul + down, added into x.L (started by the O tiles)
             rows = [((a, b), (inter + a, inter + b)) for a, b in split(inter, self.tiles)]
             down = f"{L}.wd{TRANSPOSE_SUFFIX}"
+            fmt = {}
+            if self.dtype == "int8":
+                fmt = {"dtype": "int8", "group": self.quant_group or inter}
             self.gemv_stage(f"{L}.gu", f"{L}.wgu", rows, src, norm, waits,
-                            lambda i, r: SiluDown(out_name, down), lambda i: out_name)
+                            lambda i, r: SiluDown(out_name, down, **fmt), lambda i: out_name)
             out = VecSource("buffer", sp.hidden, out_name)
             return out, (out_name,)
         if s.fuse_silu:
@@ -421,10 +424,6 @@ def lower(spec: ModelSpec, schedule: Schedule, target: Target, *, steps: int | N
         raise ScheduleError(
             f"dtype {dtype!r} is not lowered yet; choose one of {list(WEIGHT_BYTES)}"
         )
-    if schedule.fuse_down and dtype != "bf16":
-        raise ScheduleError(f"fuse_down = true with {dtype} weights: the fused down "
-                            "projection reads the transposed bf16 matrix, and an int8 row's "
-                            "scales do not transpose (set fuse_down to false)")
     if dtype == "int8":
         problem = group_problem(spec, quant_group)
         if problem:

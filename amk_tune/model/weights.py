@@ -20,7 +20,8 @@ Views (``VIEW_SUFFIX``), derived from a tensor above on first use and never stor
   so a contiguous pair range may cross heads (the schedule's ``qkv_span``).
 - ``L{l}.wd_t`` [intermediate, hidden]: ``L{l}.wd`` transposed, so the down-projection
   columns of a range of intermediate rows are contiguous rows (the schedule's
-  ``fuse_down``). bf16 only: an int8 matrix's scales belong to its output rows.
+  ``fuse_down``). For int8 its codes are transposed; the scales stay ``L{l}.wd``'s (one
+  per output row and group of intermediate columns), and the kernel reads them there.
 
 ``dtype = "int8"`` (amk_tune/model/quantise.py) stores every GEMV matrix as int8 codes with
 float32 scales (``codes`` and ``scales``); ``tensors`` then holds their dequantised float32
@@ -170,8 +171,9 @@ class ModelWeights:
         key = f"{kind}:{name}"
         if key not in self._views:
             if name.endswith(TRANSPOSE_SUFFIX):
-                if kind != "tensors":  # an int8 row's scales do not transpose with it
-                    raise KeyError(f"{name} of int8 weights: the transposed view is bf16 only")
+                if kind == "scales":  # they stay the base's (docstring)
+                    raise KeyError(f"{name}{SCALE_SUFFIX}: a transposed view has no scales of "
+                                   f"its own; read {base}{SCALE_SUFFIX}")
                 view = table[base].T
             else:
                 view = table[base][halves_order(self.spec)]

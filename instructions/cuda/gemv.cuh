@@ -197,17 +197,21 @@ __device__ __forceinline__ bool prefills_ring(const GemvTile& t) {
 // staged and they fit in the slot after its rows, they are staged there too; otherwise,
 // with the task's staging (before its wait), one bulk prefetch pulls them into the L2
 // (sm_90; elsewhere they stream from DRAM).
+__device__ __forceinline__ unsigned down_row_bytes(const int* rec, const GemvTile& t) {
+  return (unsigned)rec[G::DOWN_COLS] * (t.q8 ? 1u : 2u);  // int8 codes, or bf16
+}
 __device__ __forceinline__ unsigned down_bytes(const int* rec, const GemvTile& t) {
-  return (unsigned)t.n0 * rec[G::DOWN_COLS] * 2;
+  return (unsigned)t.n0 * down_row_bytes(rec, t);
 }
 __device__ __forceinline__ bool down_staged(const int* rec, const GemvTile& t) {
   const int rows = t.n0 * t.nseg;
   return rec[G::EPI] == enc::EPI_SILU_DOWN && !t.ring && t.staged == rows &&
          (long long)rows * t.row_bytes + down_bytes(rec, t) <= cfg::kSlotBytes;
 }
-__device__ __forceinline__ const unsigned short* down_rows(const Ctx& c, const int* rec,
-                                                           const GemvTile& t) {
-  return w16(c, rec[G::DOWN]) + (size_t)t.s0a * rec[G::DOWN_COLS];
+__device__ __forceinline__ const unsigned char* down_rows(const Ctx& c, const int* rec,
+                                                          const GemvTile& t) {
+  return reinterpret_cast<const unsigned char*>(c.buf[rec[G::DOWN]]) +
+         (size_t)t.s0a * down_row_bytes(rec, t);
 }
 __device__ __forceinline__ void prefetch_down_l2(const Ctx& c, const int* rec, const GemvTile& t) {
 #if __CUDA_ARCH__ >= 900
@@ -259,7 +263,7 @@ __device__ bool stage_tile(const Ctx& c, const int* rec, unsigned char* slot,
                            (size_t)tile_row(t, li) * t.row_bytes + ch * 16);
   }
   if (down_in_slot) {
-    const unsigned char* d = reinterpret_cast<const unsigned char*>(down_rows(c, rec, t));
+    const unsigned char* d = down_rows(c, rec, t);
     for (unsigned i = threadIdx.x; i < down_bytes(rec, t) / 16; i += cfg::kThreads)
       cp_async16_weights(down_at + (size_t)i * 16, d + (size_t)i * 16);
   }
@@ -691,6 +695,65 @@ __device__ __forceinline__ void down_sums(const Ctx& c, const int* rec, const Ge
   }
 }
 
+// tot[e] += acc[e] times column (col + e)'s scale of scale group sg; acc is cleared.
+__device__ __forceinline__ void flush16(float (&tot)[16], float (&acc)[16], const float* scale,
+                                        int col, int sgroups, int sg) {
+#pragma unroll
+  for (int e = 0; e < 16; ++e) {
+    tot[e] += acc[e] * __ldg(scale + (size_t)(col + e) * sgroups + sg);
+    acc[e] = 0.f;
+  }
+}
+
+// down_sums for int8 codes: thread (g, j) takes 16 columns j (one 16-byte load of codes) of
+// rows g, g + G, ...; the sums of each run of rows that share a scale group (intermediate
+// index / down_group) are multiplied by their columns' scales ([hidden][I / down_group],
+// L{l}.wd's) when the run ends.
+template <bool GLOBAL>
+__device__ __forceinline__ void down_sums_i8(const Ctx& c, const int* rec, const GemvTile& t,
+                                             const uint4* w, int chunks, int groups) {
+  float* dst = f32(c, rec[G::DST]);
+  const float* scale = f32(c, rec[G::DOWN_SCALE]);
+  const int qg = rec[G::DOWN_GROUP], sgroups = rec[G::DOWN_SPR];
+  for (int k = threadIdx.x; k < chunks * groups; k += cfg::kThreads) {
+    const int j = k % chunks, g = k / chunks;
+    float acc[16], tot[16];
+#pragma unroll
+    for (int e = 0; e < 16; ++e) acc[e] = tot[e] = 0.f;
+    int cur = -1;  // the scale group acc holds
+    for (int i0 = g; i0 < t.n0; i0 += groups * kDownInFlight) {
+      uint4 q[kDownInFlight];
+#pragma unroll
+      for (int u = 0; u < kDownInFlight; ++u) {
+        const int i = i0 + u * groups;
+        if (i < t.n0) q[u] = GLOBAL ? ldg_weights(w + (size_t)i * chunks + j)
+                                    : w[(size_t)i * chunks + j];
+      }
+#pragma unroll
+      for (int u = 0; u < kDownInFlight; ++u) {
+        const int i = i0 + u * groups;
+        if (i >= t.n0) break;
+        const int sg = (t.s0a + i) / qg;
+        if (sg != cur) {
+          if (cur >= 0) flush16(tot, acc, scale, 16 * j, sgroups, cur);
+          cur = sg;
+        }
+        const float a = c.epi[i];
+        const unsigned words[4] = {q[u].x ^ 0x80808080u, q[u].y ^ 0x80808080u,
+                                   q[u].z ^ 0x80808080u, q[u].w ^ 0x80808080u};
+#pragma unroll
+        for (int e = 0; e < 16; ++e)
+          acc[e] += a * i8_to_f32(words[e / 4], 0x7540u + (unsigned)(e % 4));
+      }
+    }
+    if (cur >= 0) {
+      flush16(tot, acc, scale, 16 * j, sgroups, cur);
+      red_add8(dst + 16 * j, *reinterpret_cast<float(*)[8]>(tot));
+      red_add8(dst + 16 * j + 8, *reinterpret_cast<float(*)[8]>(tot + 8));
+    }
+  }
+}
+
 // silu_down, after the rows (their act values in c.epi): dst += act @ down_t[s0a .. s0a + n0],
 // from the slot when stage_tile put the rows there (down_staged), else from global (L2).
 // The transposed rows are contiguous, so thread (g, j) takes 8 columns j of every row
@@ -699,15 +762,17 @@ __device__ __forceinline__ void down_sums(const Ctx& c, const int* rec, const Ge
 // atomics; the task's signal after the block's barrier releases them like plain stores.
 __device__ void down_accumulate(const Ctx& c, const int* rec, const GemvTile& t) {
   __syncthreads();  // every warp's act values are in c.epi
-  const int hidden = rec[G::DOWN_COLS], chunks = hidden / 8;
+  const int chunks = (int)down_row_bytes(rec, t) / 16;  // 16-byte loads per row
   const int groups = cfg::kThreads / chunks > 0 ? cfg::kThreads / chunks : 1;
-  if (down_staged(rec, t)) {
-    down_sums<false>(c, rec, t, reinterpret_cast<const uint4*>(c.stage + (size_t)t.staged *
-                                                                             t.row_bytes),
-                     chunks, groups);
+  const bool in_slot = down_staged(rec, t);
+  const uint4* w = reinterpret_cast<const uint4*>(
+      in_slot ? c.stage + (size_t)t.staged * t.row_bytes : down_rows(c, rec, t));
+  if (t.q8) {
+    if (in_slot) down_sums_i8<false>(c, rec, t, w, chunks, groups);
+    else down_sums_i8<true>(c, rec, t, w, chunks, groups);
   } else {
-    down_sums<true>(c, rec, t, reinterpret_cast<const uint4*>(down_rows(c, rec, t)), chunks,
-                    groups);
+    if (in_slot) down_sums<false>(c, rec, t, w, chunks, groups);
+    else down_sums<true>(c, rec, t, w, chunks, groups);
   }
 }
 

@@ -47,8 +47,6 @@ FORMATS = {"bf16": {}, "int8": {"dtype": "int8"}, "int8-g16": {"dtype": "int8", 
 @pytest.mark.parametrize("spec", [TINY, TINY_UNTIED], ids=lambda s: s.name)
 @pytest.mark.parametrize("sched", range(len(SCHEDULES)))
 def test_every_task_round_trips(spec, sched, fmt):
-    if SCHEDULES[sched].fuse_down and fmt != "bf16":
-        pytest.skip("fuse_down is bf16 only (tests/vm/test_fuse_down.py checks the refusal)")
     program = lower(spec, SCHEDULES[sched], H100, position=4, max_seq=16, **FORMATS[fmt])
     enc = encode(program, spec)
     assert enc.buffers[:2] == ("tokens", "out_tokens")

@@ -31,6 +31,9 @@ SCHEDULES = {
                                     steps_per_launch=4),
     "no-staging": Schedule(smem_bytes=0, threads=1024, steps_per_launch=4),
     "qkv-span": Schedule(qkv_span=True, tiles=7, steps_per_launch=4),  # the halves view's codes
+    # the transposed down codes, staged (tiles=7) and from the L2 (no slot)
+    "fuse-down": Schedule(fuse_down=True, tiles=7, steps_per_launch=4),
+    "fuse-down-unstaged": Schedule(fuse_down=True, tiles=5, smem_bytes=0, steps_per_launch=4),
 }
 KNOBS = {"plain": KernelKnobs(), "2x2": KernelKnobs(rows_per_warp=2, unroll=2),
          "4x4-prefetch": KernelKnobs(rows_per_warp=4, unroll=4, prefetch=3),

@@ -185,7 +185,7 @@ def test_conditional_knobs_only_under_their_parent():
                                             or t.params["fuse_rope"])
         fused_mlp = t.params["fusion"] == "all" or (t.params["fuse_silu"]
                                                     and t.params["fuse_residual"])
-        assert ("fuse_down" in t.params) == (fused_mlp and t.params["dtype"] == "bf16")
+        assert ("fuse_down" in t.params) == fused_mlp
 
 
 def test_params_of_inverts_suggest():

@@ -68,17 +68,44 @@ def test_the_reference_vm_matches_hf(sched):
     assert verdict.passed, verdict.message
 
 
-def test_the_transposed_view_is_derived_and_bf16_only():
+def test_the_transposed_view_is_derived_and_int8_keeps_the_base_scales():
     w = tiny_weights(TINY, seed=1)
     assert np.array_equal(w.tensor("L1.wd_t"), w.tensors["L1.wd"].T)
     assert "L1.wd_t" not in w.tensors
     q = to_storage(w, "int8", 16)
-    with pytest.raises(KeyError, match="bf16 only"):
-        q.stored("L1.wd_t")
+    assert np.array_equal(q.stored("L1.wd_t"), q.codes["L1.wd"].T.ravel())
+    assert np.array_equal(q.tensor("L1.wd_t"), q.tensors["L1.wd"].T)  # dequantised values
+    with pytest.raises(KeyError, match=r"read L1\.wd\.scale"):
+        q.stored("L1.wd_t.scale")
+
+
+@pytest.mark.parametrize("group", [0, 16])
+def test_int8_tiles_read_the_codes_rows_and_every_scale_of_the_base(group):
+    p = lower(TINY, Schedule(fuse_down=True, tiles=5), H100, dtype="int8", quant_group=group)
+    inter, hidden = TINY.intermediate, TINY.hidden
+    gu = [t for _, _, t in p.tasks() if t.id.startswith("L1.gu.")]
+    for t in gu:
+        (a, b), _ = t.args["rows"]
+        reads = {(r.buffer, r.begin, r.end) for r in t.read}
+        assert ("w.L1.wd_t", a * hidden, b * hidden) in reads
+        assert ("w.L1.wd.scale", 0, hidden * (inter // (group or inter)) * 4) in reads
+        assert t.args["epilogue"] | {} == {"kind": "silu_down", "dst": "x.L1",
+                                           "down": "L1.wd_t", "dtype": "int8",
+                                           "group": group or inter}
+    assert p.buffers["w.L1.wd_t"] == inter * hidden
+    assert validate(p).accepted
+
+
+@pytest.mark.parametrize("group", [0, 16])
+def test_int8_reference_vm_matches_hf_on_the_same_weights(group):
+    w = to_storage(tiny_weights(TINY, seed=2), "int8", group)
+    prompt = [5, 60, 2]
+    sched = Schedule(fuse_down=True, tiles=6, steps_per_launch=2)
+    gen = greedy_generate(w, sched, H100, prompt, 5, cpu_runner(w, seed=11))
+    verdict = compare(hf_reference(w, prompt, 5), gen.tokens, gen.logits)
+    assert verdict.passed, verdict.message
 
 
 def test_what_fuse_down_needs_is_refused_with_the_fix():
     with pytest.raises(ScheduleError, match="needs fuse_silu = true and fuse_residual"):
         Schedule(fuse_down=True, fuse_silu=False)
-    with pytest.raises(ScheduleError, match="int8 weights"):
-        lower(TINY, Schedule(fuse_down=True), H100, dtype="int8", quant_group=16)
