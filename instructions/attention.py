@@ -66,16 +66,29 @@ class Attention(Instruction):
             ]
         return reads, writes
 
-    def run(self, ctx: ExecContext, step: int) -> None:
+    def _cache(self, ctx: ExecContext, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(K, V) rows ``0 .. position`` of the group's caches."""
         d, n = self.head_dim, ctx.position(step) + 1
         cache = slice(self.group * self.max_seq * d, (self.group * self.max_seq + n) * d)
-        k = ctx.f32(self.k_cache)[cache].reshape(n, d)
-        v = ctx.f32(self.v_cache)[cache].reshape(n, d)
+        return (ctx.f32(self.k_cache)[cache].reshape(n, d),
+                ctx.f32(self.v_cache)[cache].reshape(n, d))
+
+    def group_output(self, ctx: ExecContext, step: int) -> np.ndarray:
+        """The normalised outputs of the group's query heads over every position, [G * D]."""
+        d = self.head_dim
+        k, v = self._cache(ctx, step)
+        q = ctx.f32(self.q)
+        return np.concatenate([attend(q[h * d : (h + 1) * d], k, v, 1.0 / math.sqrt(d))
+                               for h in self.q_heads])
+
+    def run(self, ctx: ExecContext, step: int) -> None:
+        d, n = self.head_dim, ctx.position(step) + 1
+        k, v = self._cache(ctx, step)
         q, out = ctx.f32(self.q), ctx.f32(self.out)
         scale = 1.0 / math.sqrt(d)
         if self.parts == 1:
-            for h in self.q_heads:
-                out[h * d : (h + 1) * d] = attend(q[h * d : (h + 1) * d], k, v, scale)
+            hs = self.q_heads
+            out[hs.start * d : hs.stop * d] = self.group_output(ctx, step)
             return
         chunk = -(-n // self.parts)
         lo, hi = min(n, self.part * chunk), min(n, (self.part + 1) * chunk)

@@ -11,6 +11,7 @@ import numpy as np
 from instructions.base import NESTED, ExecContext, Geometry, Instruction, plain, register
 from instructions.epilogues import Epilogue, Rows, decode_epilogue
 from instructions.reference_math import rmsnorm
+from instructions.row_copy import RowCopy
 from instructions.vec_source import VecSource
 from vm.program import Range
 
@@ -30,6 +31,8 @@ class Gemv(Instruction):
     row) in buffer ``w.<matrix>.scale``. ``W`` is then ``float32(code) * scale``
     (amk_tune/model/quantise.py): the twin multiplies those values, which the context
     serves as the matrix; the CUDA side dequantises in registers. ``group`` is 0 for bf16.
+
+    ``copy``: rows of another vector the tile also copies (``RowCopy``, ``fuse_o``).
     """
 
     op = "gemv"
@@ -40,6 +43,7 @@ class Gemv(Instruction):
     epilogue: Epilogue
     dtype: str = "bf16"
     group: int = 0
+    copy: RowCopy | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in GEMV_DTYPES:
@@ -58,6 +62,9 @@ class Gemv(Instruction):
         if self.norm is not None:
             reads.append(geom.weight_all(self.norm))
         ep_reads, ep_writes = self.epilogue.accesses(geom, self.rows)
+        if self.copy is not None:
+            cp_reads, cp_writes = self.copy.accesses(geom)
+            ep_reads, ep_writes = ep_reads + cp_reads, ep_writes + cp_writes
         return reads + ep_reads, ep_writes
 
     def run(self, ctx: ExecContext, step: int) -> None:
@@ -67,6 +74,8 @@ class Gemv(Instruction):
         w = ctx.weight(self.matrix)
         y = np.concatenate([w[a:b] @ x for a, b in self.rows])
         self.epilogue.apply(ctx, step, self.rows, y)
+        if self.copy is not None:
+            self.copy.apply(ctx, step)
 
     def to_args(self) -> dict[str, Any]:
         args = {
@@ -78,6 +87,8 @@ class Gemv(Instruction):
         }
         if self.dtype != "bf16":  # bf16 programs stay exactly what they were
             args |= {"dtype": self.dtype, "group": self.group}
+        if self.copy is not None:
+            args["copy"] = self.copy.to_args()
         return args
 
 

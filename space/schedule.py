@@ -43,6 +43,12 @@ class Schedule:
       ``L{l}.wd_t``) and adds its part of the layer's output with atomic adds into a
       vector the O tiles start with the residual (``Residual.copy``). One stage and its
       hop fewer per layer. Needs ``fuse_silu`` and ``fuse_residual``.
+    - ``fuse_o``: attention fused with the O projection: ``tiles / kv_heads`` tasks per KV
+      group each compute the group's attention and add one row range of O (over the
+      group's columns, view ``L{l}.wo_grp``) into the residual stream with atomic adds;
+      the QKV tiles start that vector (and, with ``fuse_down``, the layer output) with
+      the layer input (``RowCopy``). No O stage, no hop between attention and O. Needs
+      ``fuse_rope`` and ``fuse_residual``, ``split_kv = 1``; bf16 weights only.
     - ``steps_per_launch``: decode steps one launch runs (argmax feeds the next step).
     - ``blocks_per_sm``, ``threads``, ``smem_bytes``: the launch shape.
     """
@@ -58,6 +64,7 @@ class Schedule:
     fuse_argmax: bool = True
     qkv_span: bool = False
     fuse_down: bool = False
+    fuse_o: bool = False
     steps_per_launch: int = 1
     blocks_per_sm: int = 1
     threads: int = 256
@@ -84,6 +91,13 @@ class Schedule:
                                 "true: the gate/up tile applies SiLU-mul, and the O tiles "
                                 "start the output vector with the residual (set fuse_down "
                                 "to false, or both of them to true)")
+        if self.fuse_o and not (self.fuse_rope and self.fuse_residual and self.split_kv == 1):
+            raise ScheduleError(f"fuse_o = true needs fuse_rope = true, fuse_residual = true and "
+                                f"split_kv = 1 (got fuse_rope = {self.fuse_rope}, fuse_residual "
+                                f"= {self.fuse_residual}, split_kv = {self.split_kv}): each "
+                                "fused task attends over every position and adds into the "
+                                "residual stream the QKV tiles start (set fuse_o to false, or "
+                                "those knobs)")
         if self.smem_bytes < 0:
             raise ScheduleError(f"smem_bytes = {self.smem_bytes!r}: must be >= 0")
 

@@ -142,18 +142,22 @@ def epilogue_operands(program: Program) -> int:
     """The most epilogue operands one GEMV tile of ``program`` loads in its prologue
     (instructions/cuda/gemv.cuh): a residual add reads one value per row, a QKV tile a
     RoPE cosine and sine per row pair; a silu_down tile keeps its SiLU-mul value per row
-    pair there for the down projection after its rows. At least 1 (a shared array of 0
-    floats is none)."""
+    pair there for the down projection after its rows; a tile's row copy (``fuse_o``) adds
+    its rows. At least 1 (a shared array of 0 floats is none)."""
     most = 1
     for task in (t for q in program.queues for t in q if t.op == "gemv"):
         rows, kind = task.args["rows"], task.args["epilogue"]["kind"]
         pairs = rows[0][1] - rows[0][0]
+        copy = task.args.get("copy")
+        copied = copy["r1"] - copy["r0"] if copy else 0
         if kind == "residual":
-            most = max(most, pairs * len(rows))
+            most = max(most, pairs * len(rows) + copied)
         elif kind in ("qkv_rope", "qkv_span"):
-            most = max(most, 2 * pairs)
+            most = max(most, 2 * pairs + copied)
         elif kind == "silu_down":
-            most = max(most, pairs)
+            most = max(most, pairs + copied)
+        else:
+            most = max(most, copied)
     return most
 
 

@@ -27,6 +27,7 @@ from amk_tune.model.spec import ModelSpec
 from amk_tune.model.weights import TRANSPOSE_SUFFIX
 from instructions.argmax import Argmax
 from instructions.attention import Attention
+from instructions.attn_o import AttnO
 from instructions.base import decode, scale_buffer, weight_buffer
 from instructions.epilogues import (
     LogitsArgmax,
@@ -69,10 +70,14 @@ OP_FIELDS: dict[str, tuple[str, ...]] = {
         "dst", *_vec("res"), "head", "p0", "p1", "heads", "kv_heads", "head_dim", "max_seq",
         "q", "k_cache", "v_cache", "vocab", "part", "tile", "wdtype", "scale", "qgroup",
         "copy", "down", "down_cols", "down_scale", "down_group", "down_spr",
+        *_vec("cp"), "cp_r0", "cp_r1", "cp_dst0", "cp_dst1",
     ),
     "attention": ("group", "part", "parts", "heads", "kv_heads", "head_dim", "max_seq", "q",
                   "k_cache", "v_cache", "out"),
     "argmax": ("src", "tiles", "vocab"),
+    # attention's fields at attention's offsets (attention.cuh reads both through them)
+    "attn_o": ("group", "part", "parts", "heads", "kv_heads", "head_dim", "max_seq", "q",
+               "k_cache", "v_cache", "out", "matrix", "r0", "r1", "vrow0", "dst0", "dst1"),
     "rmsnorm": (*_vec("src"), "weight", "dst"),
     "rope_append": ("group", "heads", "kv_heads", "head_dim", "max_seq", "src", "q", "k_cache",
                     "v_cache"),
@@ -190,6 +195,11 @@ def _gemv(g: Gemv, r: _Resolver) -> dict[str, int]:
     elif isinstance(e, LogitsArgmax):
         out |= {"dst": r.buf(e.logits), "vocab": e.vocab, "part": r.buf(e.part),
                 "tile": e.tile}
+    if g.copy is not None:
+        cp = g.copy
+        out |= {**r.vec("cp", cp.src, ("buffer", "embed")), "cp_r0": cp.r0, "cp_r1": cp.r1,
+                "cp_dst0": r.buf(cp.dsts[0]),
+                "cp_dst1": r.buf(cp.dsts[1]) if len(cp.dsts) > 1 else -1}
     if len(g.rows) == 2 and not isinstance(e, Store | Residual | SiluMul | SiluDown | QkvRope
                                            | QkvSpan):
         raise BuildError(f"epilogue {e.kind!r} takes one row segment")
@@ -215,7 +225,18 @@ def _attention(a: Attention, r: _Resolver) -> dict[str, int]:
     return {"group": a.group, "part": a.part, "parts": a.parts, "heads": a.heads,
             "kv_heads": a.kv_heads, "head_dim": a.head_dim, "max_seq": a.max_seq,
             "q": r.buf(a.q), "k_cache": r.buf(a.k_cache), "v_cache": r.buf(a.v_cache),
-            "out": r.buf(a.out)}
+            "out": r.buf(a.out) if a.out else -1}
+
+
+def _attn_o(a: AttnO, r: _Resolver) -> dict[str, int]:
+    ocols = a.heads // a.kv_heads * a.head_dim
+    if ocols % 8:
+        raise BuildError(f"attn_o: a KV group's {ocols} O columns are not a multiple of 8 "
+                         "(16-byte loads)")
+    hidden = r.spec.hidden  # the view's row of O row r0 over the group's columns
+    return {**_attention(a, r), "out": -1, "matrix": r.weight(a.matrix), "r0": a.r0,
+            "r1": a.r1, "vrow0": a.group * hidden + a.r0, "dst0": r.buf(a.dsts[0]),
+            "dst1": r.buf(a.dsts[1]) if len(a.dsts) > 1 else -1}
 
 
 def _rope_append(a: RopeAppend, r: _Resolver) -> dict[str, int]:
@@ -228,6 +249,7 @@ ENCODERS: dict[type, Callable[[Any, _Resolver], dict[str, int]]] = {
     Token: lambda t, r: {"vocab": r.spec.vocab},
     Gemv: _gemv,
     Attention: _attention,
+    AttnO: _attn_o,
     Argmax: lambda a, r: {"src": r.buf(a.src), "tiles": a.tiles, "vocab": a.vocab},
     RmsNorm: lambda a, r: {**r.vec("src", a.src, ("buffer", "embed")),
                            "weight": r.weight(a.weight), "dst": r.buf(a.dst)},

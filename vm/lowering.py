@@ -17,6 +17,9 @@ the program is deadlock-free by construction (the validator checks it anyway). P
       down tiles (+residual)     signal x.L{l}    [residual_add]
       (fuse_down: the O tiles also write x.L{l} = h, and the gate/up tiles add their
        down-projection parts into it with atomic adds and signal x.L{l}; no down stage)
+      (fuse_o: the QKV tiles also copy the layer input into h.L{l} (and x.L{l} with
+       fuse_down) and signal one counter qkv.L{l}; attention tasks of tiles / G rows of O
+       each add their O rows into them and signal h.L{l}; no O stage)
     [rmsnorm], LM-head tiles (+partial argmax) signal lm
     argmax (block 0)                             writes tokens[step + 1]
 
@@ -33,6 +36,7 @@ from dataclasses import dataclass, field
 from amk_tune.model.quantise import gemv_matrices, group_problem
 from amk_tune.model.spec import ModelSpec
 from amk_tune.model.weights import (
+    GROUPED_SUFFIX,
     SCALE_SUFFIX,
     TRANSPOSE_SUFFIX,
     VIEW_SUFFIX,
@@ -44,6 +48,7 @@ from amk_tune.model.weights import (
 from amk_tune.targets import Target
 from instructions.argmax import Argmax
 from instructions.attention import Attention
+from instructions.attn_o import AttnO
 from instructions.base import BF16, F32, I32, INT8, Geometry, Instruction, weight_buffer
 from instructions.epilogues import (
     LogitsArgmax,
@@ -55,6 +60,7 @@ from instructions.epilogues import (
     Store,
 )
 from instructions.gemv import Gemv
+from instructions.row_copy import RowCopy
 from instructions.token import Token
 from instructions.unfused import ResidualAdd, RmsNorm, RopeAppend, SiluMulVec
 from instructions.vec_source import VecSource
@@ -153,16 +159,23 @@ class _Lowerer:
 
     def gemv_stage(self, tag: str, matrix: str, rows: list[tuple[tuple[int, int], ...]],
                    src: VecSource, norm: str | None, waits: tuple[str, ...], epilogue,
-                   signal) -> None:
-        """One GEMV tile per row-segment tuple; ``epilogue(i, rows)`` and ``signal(i)``."""
+                   signal, copies: list[RowCopy] | None = None) -> None:
+        """One GEMV tile per row-segment tuple; ``epilogue(i, rows)`` and ``signal(i)``;
+        tile ``i`` also carries ``copies[i]`` when there is one."""
         fmt = {}
         if self.dtype == "int8":
             fmt = {"dtype": "int8", "group": self.quant_group or self.shapes[matrix][-1]}
+        copies = copies or []
         self.stage(tag, [
-            Draft(f"{tag}.{i}", Gemv(matrix, r, src, norm, epilogue(i, r), **fmt), waits,
+            Draft(f"{tag}.{i}", Gemv(matrix, r, src, norm, epilogue(i, r), **fmt,
+                                     copy=copies[i] if i < len(copies) else None), waits,
                   signal(i))
             for i, r in enumerate(rows)
         ])
+
+    def input_copies(self, x: VecSource, tiles: int, dsts: tuple[str, ...]) -> list[RowCopy]:
+        """``fuse_o``: the rows of ``x`` split over ``tiles`` tiles, copied into ``dsts``."""
+        return [RowCopy(x, a, b, dsts) for a, b in split(x.n, tiles)]
 
     # -- the model -----------------------------------------------------------------------
     def build(self) -> _Lowerer:
@@ -181,18 +194,45 @@ class _Lowerer:
     def layer(self, index: int, x: VecSource,
               ready: tuple[str, ...]) -> tuple[VecSource, tuple[str, ...]]:
         sp, s, L = self.spec, self.s, f"L{index}"
-        d, kvh = sp.head_dim, sp.kv_heads
+        d = sp.head_dim
         q = self.buf(f"q.{L}", sp.heads * d * F32)
         cache = sp.kv_heads * self.max_seq * d * F32
         kc, vc = self.buf(f"k_cache.{L}", cache), self.buf(f"v_cache.{L}", cache)
         # attention input: QKV tiles (RoPE + append fused, or raw + rope_append per group)
         src, norm, waits = self.norm_input(x, f"{L}.attn_norm", f"xn.{L}.attn", ready,
                                            f"{L}.norm_attn")
+        out_name = f"x.{L}"
+        starts = (f"h.{L}", out_name) if s.fuse_down else (f"h.{L}",)  # fuse_o's sums
+        for name in starts if s.fuse_o else ():
+            self.vec(name, sp.hidden)
         if s.qkv_span:
-            self.qkv_span_stage(L, src, norm, waits, q, kc, vc)
+            self.qkv_span_stage(L, src, norm, waits, q, kc, vc, x, starts)
         else:
-            self.qkv_head_stage(L, src, norm, waits, q, kc, vc)
-        # attention per KV group and partition
+            self.qkv_head_stage(L, src, norm, waits, q, kc, vc, x, starts)
+        if s.fuse_o:
+            h = self.attn_o_stage(L, q, kc, vc, starts)
+        else:
+            h = self.attn_stage(L, q, kc, vc, x, out_name)
+        # MLP
+        src, norm, waits = self.norm_input(h, f"{L}.mlp_norm", f"xn.{L}.mlp", (f"h.{L}",),
+                                           f"{L}.norm_mlp")
+        inter = sp.intermediate
+        if s.fuse_down:  # gate/up + SiLU-mul + down, added into x.L (started before)
+            rows = [((a, b), (inter + a, inter + b)) for a, b in split(inter, self.tiles)]
+            down = f"{L}.wd{TRANSPOSE_SUFFIX}"
+            fmt = {}
+            if self.dtype == "int8":
+                fmt = {"dtype": "int8", "group": self.quant_group or inter}
+            self.gemv_stage(f"{L}.gu", f"{L}.wgu", rows, src, norm, waits,
+                            lambda i, r: SiluDown(out_name, down, **fmt), lambda i: out_name)
+            out = VecSource("buffer", sp.hidden, out_name)
+            return out, (out_name,)
+        return self.mlp_unfused_down(L, h, src, norm, waits, out_name)
+
+    def attn_stage(self, L: str, q: str, kc: str, vc: str, x: VecSource,
+                   out_name: str) -> VecSource:
+        """Attention per KV group and partition, then the O tiles (+ residual): ``h.L``."""
+        sp, s, d, kvh = self.spec, self.s, self.spec.head_dim, self.spec.kv_heads
         parts = s.split_kv
         if parts == 1:
             att = self.buf(f"attn.{L}", sp.heads * d * F32)
@@ -206,24 +246,31 @@ class _Lowerer:
                   (f"qkv.{L}.g{g}",), f"attn.{L}")
             for g in range(kvh) for j in range(parts)
         ])
-        out_name = f"x.{L}"
-        h = self.residual_gemv(f"{L}.o", f"{L}.wo", o_src, None, (f"attn.{L}",), x,
-                               f"h.{L}", f"o.{L}", f"{L}.res_attn",
-                               copy=out_name if s.fuse_down else "")
-        # MLP
-        src, norm, waits = self.norm_input(h, f"{L}.mlp_norm", f"xn.{L}.mlp", (f"h.{L}",),
-                                           f"{L}.norm_mlp")
-        inter = sp.intermediate
-        if s.fuse_down:  # gate/up + SiLU-mul + down, added into x.L (started by the O tiles)
-            rows = [((a, b), (inter + a, inter + b)) for a, b in split(inter, self.tiles)]
-            down = f"{L}.wd{TRANSPOSE_SUFFIX}"
-            fmt = {}
-            if self.dtype == "int8":
-                fmt = {"dtype": "int8", "group": self.quant_group or inter}
-            self.gemv_stage(f"{L}.gu", f"{L}.wgu", rows, src, norm, waits,
-                            lambda i, r: SiluDown(out_name, down, **fmt), lambda i: out_name)
-            out = VecSource("buffer", sp.hidden, out_name)
-            return out, (out_name,)
+        return self.residual_gemv(f"{L}.o", f"{L}.wo", o_src, None, (f"attn.{L}",), x,
+                                  f"h.{L}", f"o.{L}", f"{L}.res_attn",
+                                  copy=out_name if s.fuse_down else "")
+
+    def attn_o_stage(self, L: str, q: str, kc: str, vc: str,
+                     starts: tuple[str, ...]) -> VecSource:
+        """``fuse_o``: per KV group, ``tiles / G`` tasks of attention + a row range of O,
+        added into ``starts`` (the QKV tiles copied the layer input there first, so every
+        task waits for all of them). Signals ``h.L``."""
+        sp = self.spec
+        per_group = max(1, min(self.tiles // sp.kv_heads, sp.hidden))
+        self.stage(f"{L}.attn", [
+            Draft(f"{L}.attn.g{g}.o{c}",
+                  AttnO(g, 0, 1, sp.heads, sp.kv_heads, sp.head_dim, self.max_seq, q, kc, vc,
+                        "", f"{L}.wo{GROUPED_SUFFIX}", a, b, starts),
+                  (f"qkv.{L}",), f"h.{L}")
+            for g in range(sp.kv_heads) for c, (a, b) in enumerate(split(sp.hidden, per_group))
+        ])
+        return VecSource("buffer", sp.hidden, f"h.{L}")
+
+    def mlp_unfused_down(self, L: str, h: VecSource, src: VecSource, norm: str | None,
+                         waits: tuple[str, ...], out_name: str) -> tuple[VecSource,
+                                                                          tuple[str, ...]]:
+        """Gate/up (+ SiLU-mul, or its own stage), then the down tiles (+ residual)."""
+        s, inter = self.s, self.spec.intermediate
         if s.fuse_silu:
             act = self.vec(f"act.{L}", inter)
             rows = [((a, b), (inter + a, inter + b)) for a, b in split(inter, self.tiles)]
@@ -242,9 +289,11 @@ class _Lowerer:
         return out, (out.buffer,)
 
     def qkv_head_stage(self, L: str, src: VecSource, norm: str | None,
-                       waits: tuple[str, ...], q: str, kc: str, vc: str) -> None:
+                       waits: tuple[str, ...], q: str, kc: str, vc: str, x: VecSource,
+                       starts: tuple[str, ...]) -> None:
         """QKV tiles of one head each (``qkv_tiles``): RoPE + append fused, or raw rows and a
-        rope_append task per KV group. Each tile signals its group's ``qkv.L.g`` counter."""
+        rope_append task per KV group. Each tile signals its group's ``qkv.L.g`` counter
+        (``fuse_o``: the one ``qkv.L``, and it copies its rows of ``x`` into ``starts``)."""
         sp, d = self.spec, self.spec.head_dim
         tiles = qkv_tiles(sp, self.tiles)
         half = d // 2
@@ -259,6 +308,10 @@ class _Lowerer:
             def epi(i, rows):
                 return Store(raw)
             group_ready = f"qkvraw.{L}.g"
+        if self.s.fuse_o:
+            self.gemv_stage(f"{L}.qkv", f"{L}.wqkv", seg, src, norm, waits, epi,
+                            lambda i: f"qkv.{L}", self.input_copies(x, len(seg), starts))
+            return
         self.gemv_stage(f"{L}.qkv", f"{L}.wqkv", seg, src, norm, waits, epi,
                         lambda i: f"{group_ready}{_qkv_group(sp, tiles[i][0])}")
         if not self.s.fuse_rope:
@@ -270,15 +323,19 @@ class _Lowerer:
             ])
 
     def qkv_span_stage(self, L: str, src: VecSource, norm: str | None,
-                       waits: tuple[str, ...], q: str, kc: str, vc: str) -> None:
+                       waits: tuple[str, ...], q: str, kc: str, vc: str, x: VecSource,
+                       starts: tuple[str, ...]) -> None:
         """QKV tiles of equal pair ranges across heads (``qkv_spans``) over the halves
         view: a tile signals the ``qkv.L.g`` counter of every KV group it writes. There are
         as many tiles as the projections' tile count less the attention tasks, so that
         with one tile per block (rotate) the attention tasks land on blocks that ran no QKV
         tile and start as soon as their group is written (on a block still running its own
-        tile, the H200 trace showed the hop into attention take 2.1 us instead of 0.8)."""
+        tile, the H200 trace showed the hop into attention take 2.1 us instead of 0.8).
+        With ``fuse_o`` every attention task waits for every tile (which copy the layer
+        input into ``starts``): one tile per block, one counter ``qkv.L``."""
         sp, half = self.spec, self.spec.head_dim // 2
-        spans = qkv_spans(sp, max(1, self.tiles - sp.kv_heads * self.s.split_kv))
+        count = self.tiles if self.s.fuse_o else self.tiles - sp.kv_heads * self.s.split_kv
+        spans = qkv_spans(sp, max(1, count))
         total = (sp.heads + 2 * sp.kv_heads) * half
         rows = [((a, b), (total + a, total + b)) for a, b in spans]
 
@@ -287,10 +344,16 @@ class _Lowerer:
             found = dict.fromkeys(_qkv_group(sp, h) for h in range(a // half, (b - 1) // half + 1))
             return tuple(f"qkv.{L}.g{g}" for g in found)
 
-        self.gemv_stage(f"{L}.qkv", f"{L}.wqkv{VIEW_SUFFIX}", rows, src, norm, waits,
-                        lambda i, r: QkvSpan(*spans[i], sp.heads, sp.kv_heads, sp.head_dim,
-                                             self.max_seq, q, kc, vc),
-                        groups)
+        def epi(i: int, r: object) -> QkvSpan:
+            return QkvSpan(*spans[i], sp.heads, sp.kv_heads, sp.head_dim, self.max_seq, q, kc,
+                           vc)
+
+        if self.s.fuse_o:
+            self.gemv_stage(f"{L}.qkv", f"{L}.wqkv{VIEW_SUFFIX}", rows, src, norm, waits, epi,
+                            lambda i: f"qkv.{L}", self.input_copies(x, len(rows), starts))
+        else:
+            self.gemv_stage(f"{L}.qkv", f"{L}.wqkv{VIEW_SUFFIX}", rows, src, norm, waits, epi,
+                            groups)
 
     def residual_gemv(self, tag: str, matrix: str, src: VecSource, norm: str | None,
                       waits: tuple[str, ...], res: VecSource, dst: str, raw: str,
@@ -424,6 +487,9 @@ def lower(spec: ModelSpec, schedule: Schedule, target: Target, *, steps: int | N
         raise ScheduleError(
             f"dtype {dtype!r} is not lowered yet; choose one of {list(WEIGHT_BYTES)}"
         )
+    if schedule.fuse_o and dtype != "bf16":
+        raise ScheduleError(f"fuse_o = true with {dtype} weights: the fused O rows read the "
+                            "grouped bf16 view of O (set fuse_o to false)")
     if dtype == "int8":
         problem = group_problem(spec, quant_group)
         if problem:

@@ -22,6 +22,9 @@ Views (``VIEW_SUFFIX``), derived from a tensor above on first use and never stor
   columns of a range of intermediate rows are contiguous rows (the schedule's
   ``fuse_down``). For int8 its codes are transposed; the scales stay ``L{l}.wd``'s (one
   per output row and group of intermediate columns), and the kernel reads them there.
+- ``L{l}.wo_grp`` [G * hidden, (H / G) * D]: ``L{l}.wo`` cut by KV group: row
+  ``g * hidden + r`` is row ``r`` over group ``g``'s head columns (the schedule's
+  ``fuse_o``). bf16 only.
 
 ``dtype = "int8"`` (amk_tune/model/quantise.py) stores every GEMV matrix as int8 codes with
 float32 scales (``codes`` and ``scales``); ``tensors`` then holds their dequantised float32
@@ -41,6 +44,7 @@ STORAGE_DTYPES = ("bf16", "int8")
 SCALE_SUFFIX = ".scale"  # buffer w.<matrix>.scale holds an int8 matrix's scales
 VIEW_SUFFIX = "_halves"  # L{l}.wqkv_halves: a row permutation of L{l}.wqkv (docstring)
 TRANSPOSE_SUFFIX = "_t"  # L{l}.wd_t: L{l}.wd transposed (docstring)
+GROUPED_SUFFIX = "_grp"  # L{l}.wo_grp: L{l}.wo cut by KV group (docstring)
 
 
 def round_to_bf16(a: np.ndarray) -> np.ndarray:
@@ -107,6 +111,8 @@ def view_base(name: str) -> str | None:
         return name.removesuffix(VIEW_SUFFIX)
     if name.endswith(".wd" + TRANSPOSE_SUFFIX):
         return name.removesuffix(TRANSPOSE_SUFFIX)
+    if name.endswith(".wo" + GROUPED_SUFFIX):
+        return name.removesuffix(GROUPED_SUFFIX)
     return None
 
 
@@ -116,6 +122,8 @@ def view_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
     for layer in range(spec.layers):
         shapes[f"L{layer}.wqkv{VIEW_SUFFIX}"] = (spec.qkv_rows, spec.hidden)
         shapes[f"L{layer}.wd{TRANSPOSE_SUFFIX}"] = (spec.intermediate, spec.hidden)
+        shapes[f"L{layer}.wo{GROUPED_SUFFIX}"] = (spec.kv_heads * spec.hidden,
+                                                  spec.group * spec.head_dim)
     return shapes
 
 
@@ -175,6 +183,12 @@ class ModelWeights:
                     raise KeyError(f"{name}{SCALE_SUFFIX}: a transposed view has no scales of "
                                    f"its own; read {base}{SCALE_SUFFIX}")
                 view = table[base].T
+            elif name.endswith(GROUPED_SUFFIX):
+                if kind != "tensors":
+                    raise KeyError(f"{name} of int8 weights: the grouped view is bf16 only")
+                sp, w = self.spec, table[base]
+                view = w.reshape(sp.hidden, sp.kv_heads, -1).transpose(1, 0, 2).reshape(
+                    sp.kv_heads * sp.hidden, -1)
             else:
                 view = table[base][halves_order(self.spec)]
             self._views[key] = np.ascontiguousarray(view)

@@ -182,7 +182,7 @@ __device__ void attention_run(const Ctx& c, const int* rec) {
   }
   phase(c, 4);
 
-  float* out = f32(c, rec[A::OUT]);
+  float* out = rec[A::OUT] >= 0 ? f32(c, rec[A::OUT]) : nullptr;  // attn_o: into c.x
   float* partial = reinterpret_cast<float*>(c.stage);  // [kHeadsPerSum][R][D]
 #pragma unroll
   for (int g0 = 0; g0 < G; g0 += kHeadsPerSum) {
@@ -198,7 +198,9 @@ __device__ void attention_run(const Ctx& c, const int* rec) {
       const int hh = i / kD, d = i - hh * kD, gg = g0 + hh, h = h0 + gg;
       float s = 0.f;
       for (int r = 0; r < kRowsPar; ++r) s += partial[(hh * kRowsPar + r) * kD + d];
-      if (parts == 1) {
+      if (out == nullptr) {  // attn_o (q in c.x is read no more)
+        c.x[gg * kD + d] = s / hs[gg];
+      } else if (parts == 1) {
         out[(size_t)h * kD + d] = s / hs[gg];
       } else {  // flash-decoding partial (max, sum, unnormalised acc[D])
         float* o = out + ((size_t)h * parts + part) * (kD + 2);
@@ -209,6 +211,66 @@ __device__ void attention_run(const Ctx& c, const int* rec) {
     __syncthreads();  // partial is rewritten for the next heads
   }
   phase(c, 5);
+}
+
+// attn_o (instructions/attn_o.py): the group's attention as above, its G * D outputs left in
+// c.x, then rows r0 .. r1 of the grouped O view (rows vrow0 ..) over those columns, each
+// added into dst0 (and dst1) with an atomic add. Warp w takes kORows rows at a time, lanes
+// over the rows' 16-byte chunks, every load of the kORows rows in flight before the FMAs.
+// Before the wait (stage_own) thread 0 prefetched the rows into the L2 (sm_90).
+namespace AO = enc::attn_o;
+static_assert(AO::GROUP == A::GROUP && AO::OUT == A::OUT && AO::V_CACHE == A::V_CACHE,
+              "attn_o shares attention's record layout");
+constexpr int kOCpr = cfg::kGroup * kD / 8;  // 16-byte chunks of a view row
+constexpr int kOCh = (kOCpr + 31) / 32;      // ... per lane
+constexpr int kORows = 4;
+
+__device__ __forceinline__ const uint4* o_view_rows(const Ctx& c, const int* rec) {
+  return reinterpret_cast<const uint4*>(w16(c, rec[AO::MATRIX])) + (size_t)rec[AO::VROW0] * kOCpr;
+}
+
+__device__ void attn_o_stage(const Ctx& c, const int* rec) {
+  attention_stage(c, rec);
+#if __CUDA_ARCH__ >= 900
+  if (threadIdx.x == 0)
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;"
+                 ::"l"(o_view_rows(c, rec)), "r"((unsigned)((rec[AO::R1] - rec[AO::R0]) * kOCpr * 16))
+                 : "memory");
+#endif
+}
+
+__device__ void attn_o_run(const Ctx& c, const int* rec) {
+  attention_run(c, rec);  // ends with a barrier: the outputs are in c.x
+  const uint4* w = o_view_rows(c, rec);
+  const int r0 = rec[AO::R0], n = rec[AO::R1] - r0;
+  float* d0 = f32(c, rec[AO::DST0]);
+  float* d1 = rec[AO::DST1] >= 0 ? f32(c, rec[AO::DST1]) : nullptr;
+  const float4* x = reinterpret_cast<const float4*>(c.x);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int i0 = warp * kORows; i0 < n; i0 += kWarps * kORows) {
+    uint4 q[kORows][kOCh];
+#pragma unroll
+    for (int r = 0; r < kORows; ++r)
+#pragma unroll
+      for (int k = 0; k < kOCh; ++k) {
+        const int ch = lane + 32 * k;
+        if (i0 + r < n && ch < kOCpr) q[r][k] = ldg_weights(w + (size_t)(i0 + r) * kOCpr + ch);
+      }
+#pragma unroll
+    for (int r = 0; r < kORows; ++r) {
+      float y = 0.f;
+#pragma unroll
+      for (int k = 0; k < kOCh; ++k) {
+        const int ch = lane + 32 * k;
+        if (i0 + r < n && ch < kOCpr) y += dot8(q[r][k], x[2 * ch], x[2 * ch + 1]);
+      }
+      y = warp_sum(y);
+      if (lane == 0 && i0 + r < n) {
+        atomicAdd(d0 + r0 + i0 + r, y);
+        if (d1) atomicAdd(d1 + r0 + i0 + r, y);
+      }
+    }
+  }
 }
 
 }  // namespace amk

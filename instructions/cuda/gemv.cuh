@@ -39,6 +39,7 @@ struct GemvTile {
   int staged;      // leading tile rows held in the slot
   bool ring;       // streamed through a cp.async ring in the slot instead (rows_ring)
   int epi_n;       // epilogue operands (epi_operand), at most cfg::kEpiFloats
+  int cp_n;        // rows of the tile's row copy (fuse_o), loaded after the operands
 };
 
 __device__ __forceinline__ GemvTile gemv_tile(const Ctx& c, const int* rec) {
@@ -66,6 +67,7 @@ __device__ __forceinline__ GemvTile gemv_tile(const Ctx& c, const int* rec) {
                      (long long)rows * t.row_bytes > cfg::kSlotBytes;
   const int fit = t.ring ? 0 : cfg::kSlotBytes / t.row_bytes;
   t.staged = rows < fit ? rows : fit;
+  t.cp_n = rec[G::CP_R1] - rec[G::CP_R0];
   t.epi_n = epi == enc::EPI_RESIDUAL                             ? rows
             : epi == enc::EPI_QKV_ROPE || epi == enc::EPI_QKV_SPAN ? 2 * t.n0
                                                                    : 0;
@@ -623,6 +625,7 @@ __device__ float gemv_prologue(const Ctx& c, const int* rec, const GemvTile& t) 
   for (int j = 0; j < kE; ++j) {
     const int i = threadIdx.x + j * cfg::kThreads;
     if (i < t.epi_n) ev[j] = epi_operand(c, rec, t, i);
+    else if (i < t.epi_n + t.cp_n) ev[j] = vec_at(c, rec, G::CP_KIND, rec[G::CP_R0] + i - t.epi_n);
   }
   if (folded) {
     load_direct<kNormPer, true>(c, kind, n, b, w16(c, rec[G::NORM]));
@@ -635,7 +638,7 @@ __device__ float gemv_prologue(const Ctx& c, const int* rec, const GemvTile& t) 
 #pragma unroll
   for (int j = 0; j < kE; ++j) {
     const int i = threadIdx.x + j * cfg::kThreads;
-    if (i < t.epi_n) c.epi[i] = ev[j];
+    if (i < t.epi_n + t.cp_n) c.epi[i] = ev[j];
   }
   __syncthreads();
   if (!folded) return 1.f;
@@ -820,6 +823,15 @@ __device__ void gemv_run(const Ctx& c, const int* rec) {
   int best_i = 0x7fffffff;
   with_tile_shape(rec, t, RunRows{c, rec, t, inv, best, best_i});
   if (rec[G::EPI] == enc::EPI_SILU_DOWN) down_accumulate(c, rec, t);
+  if (t.cp_n > 0) {  // fuse_o: the row copy, loaded by the prologue after the operands
+    float* d0 = f32(c, rec[G::CP_DST0]);
+    float* d1 = rec[G::CP_DST1] >= 0 ? f32(c, rec[G::CP_DST1]) : nullptr;
+    for (int i = threadIdx.x; i < t.cp_n; i += cfg::kThreads) {
+      const float v = c.epi[t.epi_n + i];
+      d0[rec[G::CP_R0] + i] = v;
+      if (d1) d1[rec[G::CP_R0] + i] = v;
+    }
+  }
   phase(c, 5);
   if (rec[G::EPI] == enc::EPI_LOGITS_ARGMAX) {
     block_argmax(best, best_i, c.red);

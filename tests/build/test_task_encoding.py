@@ -25,6 +25,7 @@ SCHEDULES = [
              fuse_argmax=False, split_kv=3, sm_policy="round_robin"),
     Schedule(qkv_span=True, tiles=7),
     Schedule(fuse_down=True, tiles=5),
+    Schedule(fuse_o=True, fuse_down=True, tiles=6),
 ]
 
 
@@ -47,6 +48,8 @@ FORMATS = {"bf16": {}, "int8": {"dtype": "int8"}, "int8-g16": {"dtype": "int8", 
 @pytest.mark.parametrize("spec", [TINY, TINY_UNTIED], ids=lambda s: s.name)
 @pytest.mark.parametrize("sched", range(len(SCHEDULES)))
 def test_every_task_round_trips(spec, sched, fmt):
+    if SCHEDULES[sched].fuse_o and fmt != "bf16":
+        pytest.skip("fuse_o is bf16 only (tests/vm/test_fuse_o.py checks the refusal)")
     program = lower(spec, SCHEDULES[sched], H100, position=4, max_seq=16, **FORMATS[fmt])
     enc = encode(program, spec)
     assert enc.buffers[:2] == ("tokens", "out_tokens")
@@ -98,6 +101,22 @@ def _check_args(enc, row, task, spec):
             assert (enc.field(row, "head"), enc.field(row, "p0"), enc.field(row, "p1")) == (
                 0, e["f0"], e["f1"])
             assert _name(enc, row, "v_cache") == e["v_cache"]
+        if e["kind"] == "silu_down":
+            assert _name(enc, row, "down") == f"w.{e['down']}"
+            assert enc.field(row, "down_cols") == spec.hidden
+        cp = a.get("copy")
+        assert (enc.field(row, "cp_r0"), enc.field(row, "cp_r1")) == (
+            (cp["r0"], cp["r1"]) if cp else (0, 0))
+        if cp:
+            assert _name(enc, row, "cp_dst0") == cp["dsts"][0]
+            assert enc.field(row, "cp_kind") == encoding.SRC_CODES[cp["src"]["kind"]]
+    elif task.op == "attn_o":
+        for f in ("group", "part", "parts", "heads", "kv_heads", "head_dim", "max_seq", "r0",
+                  "r1"):
+            assert enc.field(row, f) == a[f]
+        assert enc.field(row, "out") == -1
+        assert enc.field(row, "vrow0") == a["group"] * spec.hidden + a["r0"]
+        assert [_name(enc, row, f"dst{i}") for i in range(len(a["dsts"]))] == a["dsts"]
     elif task.op == "attention":
         for f in ("group", "part", "parts", "heads", "kv_heads", "head_dim", "max_seq"):
             assert enc.field(row, f) == a[f]

@@ -23,6 +23,8 @@ SCHEDULES = {
                         blocks_per_sm=2),
     "qkv-span": Schedule(qkv_span=True, smem_bytes=131072, steps_per_launch=8),
     "fuse-down": Schedule(fuse_down=True, smem_bytes=131072, steps_per_launch=8),
+    "fuse-o-down": Schedule(fuse_o=True, fuse_down=True, smem_bytes=131072,
+                            steps_per_launch=8),
 }
 
 

@@ -52,6 +52,7 @@ def test_a_broad_sample_of_the_search_space():
     {"blocks_per_sm": 2, "threads": 512, "smem_bytes": 98304},
     {"qkv_span": True}, {"qkv_span": True, "tiles": 7, "split_kv": 2},
     {"fuse_down": True}, {"fuse_down": True, "tiles": 300, "split_kv": 2, "qkv_span": True},
+    {"fuse_o": True}, {"fuse_o": True, "fuse_down": True, "tiles": 5, "qkv_span": True},
 ])
 @pytest.mark.parametrize("spec", [TINY, TINY_UNTIED], ids=["tiny", "tiny-untied"])
 def test_every_knob_over_several_steps(knobs, spec):

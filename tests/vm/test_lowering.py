@@ -33,6 +33,7 @@ KNOB_VARIANTS = {
     "threads": Schedule(threads=512),
     "smem_bytes": Schedule(smem_bytes=16384),
     "fuse_down": Schedule(fuse_down=True),
+    "fuse_o": Schedule(fuse_o=True),
 }
 
 
