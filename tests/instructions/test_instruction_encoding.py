@@ -15,9 +15,11 @@ from vm.lowering import lower
 
 UNFUSED = Schedule(fuse_norm=False, fuse_rope=False, fuse_residual=False, fuse_silu=False,
                    fuse_argmax=False)
+MOST_FUSED = Schedule(fuse_o=True, fuse_down=True)
 
 
-@pytest.mark.parametrize("sched", [Schedule(split_kv=2), UNFUSED], ids=["fused", "unfused"])
+@pytest.mark.parametrize("sched", [Schedule(split_kv=2), UNFUSED, MOST_FUSED],
+                         ids=["fused", "unfused", "most-fused"])
 def test_args_round_trip(sched):
     p = lower(TINY, sched, get_target("a100"), steps=2)
     seen = set()
@@ -29,8 +31,8 @@ def test_args_round_trip(sched):
     assert seen <= set(REGISTRY)
 
 
-def test_both_schedules_cover_every_instruction():
-    programs = [lower(TINY, s, get_target("t4")) for s in (Schedule(), UNFUSED)]
+def test_the_schedules_cover_every_instruction():
+    programs = [lower(TINY, s, get_target("t4")) for s in (Schedule(), UNFUSED, MOST_FUSED)]
     ops = {t.op for p in programs for _, _, t in p.tasks()}
     assert ops == set(REGISTRY)
 
