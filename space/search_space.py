@@ -2,8 +2,7 @@
 
 Define-by-run with conditional knobs: an explicit tile count is asked for only when the
 trial leaves ``tiles_mode = "per_block"``, and the five fusion flags only when it leaves
-``fusion = "all"``; ``qkv_span`` only with ``fuse_rope``; ``fuse_down`` only with
-``fuse_silu`` and ``fuse_residual``; ``ring_pairs`` only when
+``fusion = "all"``; ``qkv_span`` only with ``fuse_rope``; ``ring_pairs`` only when
 ``ring`` > 0; ``ring_prefill`` only when ``ring`` or ``lm_ring`` > 0; ``bulk_stage`` only
 on a GPU with TMA bulk copies (sm_90 and newer); the int8 quantisation group only when
 ``dtype`` is int8 (the weight knobs and what part of them a study opens:
@@ -12,7 +11,8 @@ space/weight_format.py). Every knob changes the lowered program or the CUDA buil
 Schedule and KernelKnobs reachable (``default_params``), so a study can start from them.
 
 Nothing here filters unsafe or non-resident points: that is the validator's job, and its
-rejections are pruned before any GPU work.
+rejections are pruned before any GPU work. The schedule knobs ``fuse_down`` and ``fuse_o``
+are not asked yet: their kernels have not run on a GPU (BENCHMARKS.md, ninth round).
 """
 
 from __future__ import annotations
@@ -75,8 +75,6 @@ def suggest(trial: optuna.Trial, target: Target,
         fusion = {name: trial.suggest_categorical(name, (True, False)) for name in FUSIONS}
     qkv_span = (trial.suggest_categorical("qkv_span", (False, True)) if fusion["fuse_rope"]
                 else False)
-    fuse_down = (trial.suggest_categorical("fuse_down", (False, True))
-                 if fusion["fuse_silu"] and fusion["fuse_residual"] else False)
     schedule = Schedule(
         tiles=tiles,
         lm_tiles=lm_tiles,
@@ -87,7 +85,6 @@ def suggest(trial: optuna.Trial, target: Target,
         threads=trial.suggest_categorical("threads", THREADS),
         smem_bytes=trial.suggest_categorical("smem_bytes", SMEM_BYTES),
         qkv_span=qkv_span,
-        fuse_down=fuse_down,
         **fusion,
     )
     ring = trial.suggest_categorical("ring", RING)
@@ -128,7 +125,6 @@ def params_of(cand: Candidate, target: Target | None = None) -> dict[str, Any]:
         "fusion": "all" if fused else CUSTOM,
         **({} if fused else {name: getattr(s, name) for name in FUSIONS}),
         **({"qkv_span": s.qkv_span} if s.fuse_rope else {}),
-        **({"fuse_down": s.fuse_down} if s.fuse_silu and s.fuse_residual else {}),
         "sm_policy": s.sm_policy, "split_kv": s.split_kv,
         "steps_per_launch": s.steps_per_launch, "blocks_per_sm": s.blocks_per_sm,
         "threads": s.threads, "smem_bytes": s.smem_bytes, "rows_per_warp": k.rows_per_warp,
