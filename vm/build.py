@@ -73,6 +73,11 @@ class KernelConfig:
     bulk_stage: bool = False
     epi_floats: int = 1  # most epilogue operands of one GEMV tile (epilogue_operands)
     norm_vec: int = 0  # longest input a GEMV folds an RMSNorm into (the hidden size)
+    # The fusions whose code the kernel carries only when the program has them: their
+    # registers would otherwise weigh on every build (``fusions_used``).
+    fuse_down_bf16: bool = False
+    fuse_down_int8: bool = False
+    fuse_o: bool = False
     trace: bool = False  # stamp each task's wait and run times (benchmarks/where_time_goes.py)
 
     @property
@@ -161,6 +166,24 @@ def epilogue_operands(program: Program) -> int:
     return most
 
 
+def fusions_used(program: Program) -> tuple[set[str], bool]:
+    """What the kernel needs of fuse_down and fuse_o: the dtypes of the silu_down tiles
+    (the gate/up tiles' down projection; a residual copy, the O tiles starting its sums,
+    comes with them), and whether there is any attn_o task or row copy (attention with its
+    O rows, the QKV tiles starting their sums)."""
+    down: set[str] = set()
+    o = False
+    for task in (t for q in program.queues for t in q):
+        if task.op == "attn_o":
+            o = True
+        elif task.op == "gemv":
+            epilogue = task.args["epilogue"]
+            if epilogue["kind"] == "silu_down":
+                down.add(epilogue.get("dtype", "bf16"))
+            o = o or bool(task.args.get("copy"))
+    return down, o
+
+
 def config_for(program: Program, spec: ModelSpec,
                knobs: KernelKnobs | None = None) -> KernelConfig:
     """The kernel specialisation of ``program``, with the kernel ``knobs`` (default: none).
@@ -207,6 +230,7 @@ def takes_ring(task: Task, cfg: KernelConfig) -> bool:
 def _unchecked_config(program: Program, spec: ModelSpec, knobs: KernelKnobs) -> KernelConfig:
     max_vec = max(spec.hidden, spec.intermediate, spec.heads * spec.head_dim,
                   spec.group * spec.head_dim)
+    fuse_down, fuse_o = fusions_used(program)
     return KernelConfig(
         threads=program.launch.threads,
         stage_bytes=_align16(max(program.launch.smem_bytes, MIN_STAGE_BYTES,
@@ -232,6 +256,9 @@ def _unchecked_config(program: Program, spec: ModelSpec, knobs: KernelKnobs) -> 
         bulk_stage=knobs.bulk_stage,
         epi_floats=epilogue_operands(program),
         norm_vec=spec.hidden,
+        fuse_down_bf16="bf16" in fuse_down,
+        fuse_down_int8="int8" in fuse_down,
+        fuse_o=fuse_o,
     )
 
 
@@ -296,6 +323,10 @@ def config_header(cfg: KernelConfig) -> str:
         f"constexpr bool kRingPrefill = {'true' if cfg.ring_prefill else 'false'};",
         f"constexpr bool kBulkStage = {'true' if cfg.bulk_stage else 'false'};",
         f"constexpr bool kWeightsEvictFirst = {'true' if cfg.weights_evict_first else 'false'};",
+        f"constexpr bool kFuseDownBf16 = {'true' if cfg.fuse_down_bf16 else 'false'};",
+        f"constexpr bool kFuseDownInt8 = {'true' if cfg.fuse_down_int8 else 'false'};",
+        "constexpr bool kFuseDown = kFuseDownBf16 || kFuseDownInt8;",
+        f"constexpr bool kFuseO = {'true' if cfg.fuse_o else 'false'};",
         f"constexpr int kPartFloats = {cfg.part_floats};",
         f"constexpr int kPartOffset = {cfg.part_offset};",
         f"constexpr unsigned kSpinSleepNs = {cfg.spin_sleep_ns}u;",

@@ -67,7 +67,7 @@ __device__ __forceinline__ GemvTile gemv_tile(const Ctx& c, const int* rec) {
                      (long long)rows * t.row_bytes > cfg::kSlotBytes;
   const int fit = t.ring ? 0 : cfg::kSlotBytes / t.row_bytes;
   t.staged = rows < fit ? rows : fit;
-  t.cp_n = rec[G::CP_R1] - rec[G::CP_R0];
+  t.cp_n = cfg::kFuseO ? rec[G::CP_R1] - rec[G::CP_R0] : 0;  // (fuse_o only: registers)
   t.epi_n = epi == enc::EPI_RESIDUAL                             ? rows
             : epi == enc::EPI_QKV_ROPE || epi == enc::EPI_QKV_SPAN ? 2 * t.n0
                                                                    : 0;
@@ -207,7 +207,7 @@ __device__ __forceinline__ unsigned down_bytes(const int* rec, const GemvTile& t
 }
 __device__ __forceinline__ bool down_staged(const int* rec, const GemvTile& t) {
   const int rows = t.n0 * t.nseg;
-  return rec[G::EPI] == enc::EPI_SILU_DOWN && !t.ring && t.staged == rows &&
+  return cfg::kFuseDown && rec[G::EPI] == enc::EPI_SILU_DOWN && !t.ring && t.staged == rows &&
          (long long)rows * t.row_bytes + down_bytes(rec, t) <= cfg::kSlotBytes;
 }
 __device__ __forceinline__ const unsigned char* down_rows(const Ctx& c, const int* rec,
@@ -232,7 +232,8 @@ __device__ bool stage_tile(const Ctx& c, const int* rec, unsigned char* slot,
                            unsigned long long* mbar) {
   const GemvTile t = gemv_tile(c, rec);
   const bool down_in_slot = down_staged(rec, t);
-  if (rec[G::EPI] == enc::EPI_SILU_DOWN && !down_in_slot) prefetch_down_l2(c, rec, t);
+  if (cfg::kFuseDown && rec[G::EPI] == enc::EPI_SILU_DOWN && !down_in_slot)
+    prefetch_down_l2(c, rec, t);
   unsigned char* down_at = slot + (size_t)t.staged * t.row_bytes;  // after the tile's rows
   if (prefills_ring(t)) {
     with_tile_shape(rec, t, PrefillRing{t, slot});
@@ -412,7 +413,7 @@ __device__ __forceinline__ void gemv_store(const Ctx& c, const int* rec, const G
     case enc::EPI_RESIDUAL:
       dst[r0] = e0 + y0;
       if (NSEG == 2) dst[r1] = e1 + y1;
-      if (rec[G::COPY] >= 0) {  // fuse_down: the start of the vector the gate/up tiles add to
+      if (cfg::kFuseDown && rec[G::COPY] >= 0) {  // fuse_down: the start of the vector the gate/up tiles add to
         float* copy = f32(c, rec[G::COPY]);
         copy[r0] = e0 + y0;
         if (NSEG == 2) copy[r1] = e1 + y1;
@@ -770,10 +771,12 @@ __device__ void down_accumulate(const Ctx& c, const int* rec, const GemvTile& t)
   const bool in_slot = down_staged(rec, t);
   const uint4* w = reinterpret_cast<const uint4*>(
       in_slot ? c.stage + (size_t)t.staged * t.row_bytes : down_rows(c, rec, t));
-  if (t.q8) {
-    if (in_slot) down_sums_i8<false>(c, rec, t, w, chunks, groups);
-    else down_sums_i8<true>(c, rec, t, w, chunks, groups);
-  } else {
+  if (t.q8) {  // each dtype's sums compiled in only when the program has them (registers)
+    if constexpr (cfg::kFuseDownInt8) {
+      if (in_slot) down_sums_i8<false>(c, rec, t, w, chunks, groups);
+      else down_sums_i8<true>(c, rec, t, w, chunks, groups);
+    }
+  } else if constexpr (cfg::kFuseDownBf16) {
     if (in_slot) down_sums<false>(c, rec, t, w, chunks, groups);
     else down_sums<true>(c, rec, t, w, chunks, groups);
   }
@@ -822,7 +825,7 @@ __device__ void gemv_run(const Ctx& c, const int* rec) {
   float best = neg_inf();
   int best_i = 0x7fffffff;
   with_tile_shape(rec, t, RunRows{c, rec, t, inv, best, best_i});
-  if (rec[G::EPI] == enc::EPI_SILU_DOWN) down_accumulate(c, rec, t);
+  if (cfg::kFuseDown && rec[G::EPI] == enc::EPI_SILU_DOWN) down_accumulate(c, rec, t);
   if (t.cp_n > 0) {  // fuse_o: the row copy, loaded by the prologue after the operands
     float* d0 = f32(c, rec[G::CP_DST0]);
     float* d1 = rec[G::CP_DST1] >= 0 ? f32(c, rec[G::CP_DST1]) : nullptr;

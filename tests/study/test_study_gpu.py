@@ -34,8 +34,7 @@ SCHEDULES = {
     "span": Schedule(qkv_span=True, tiles=7, split_kv=2, steps_per_launch=4),
     # the down projection in the gate/up tiles, added into the layer output atomically
     "down": Schedule(fuse_down=True, tiles=7, steps_per_launch=4),
-    "down-unstaged": Schedule(fuse_down=True, tiles=5, smem_bytes=0, threads=512,
-                              steps_per_launch=4),
+    "down-unstaged": Schedule(fuse_down=True, tiles=5, smem_bytes=0, steps_per_launch=4),
     # attention + O rows added into the sums the QKV tiles start (with and without down)
     "o": Schedule(fuse_o=True, tiles=6, steps_per_launch=4),
     "o-down-span": Schedule(fuse_o=True, fuse_down=True, qkv_span=True, tiles=7,

@@ -52,7 +52,7 @@ __device__ __forceinline__ unsigned slot_parity(int g) {
 // Before task g's wait: its own copies into its slot (attention's cache rows); commits.
 __device__ __forceinline__ void stage_own(const Ctx& c, const int* rec) {
   if (rec[enc::F_OP] == enc::OP_ATTENTION) attention_stage(c, rec);
-  if (rec[enc::F_OP] == enc::OP_ATTN_O) attn_o_stage(c, rec);
+  if (cfg::kFuseO && rec[enc::F_OP] == enc::OP_ATTN_O) attn_o_stage(c, rec);
   cp_async_commit();
 }
 
@@ -149,12 +149,17 @@ amk_megakernel(const int* __restrict__ tasks, const int* __restrict__ offsets,
       case enc::OP_TOKEN: ok = amk::token_run(c, rec, err); break;
       case enc::OP_GEMV: amk::gemv_run(c, rec); break;
       case enc::OP_ATTENTION: amk::attention_run(c, rec); break;
-      case enc::OP_ATTN_O: amk::attn_o_run(c, rec); break;
       case enc::OP_ARGMAX: amk::argmax_run(c, rec); break;
       case enc::OP_RMSNORM: amk::rmsnorm_run(c, rec); break;
       case enc::OP_ROPE_APPEND: amk::rope_append_run(c, rec); break;
       case enc::OP_RESIDUAL_ADD: amk::residual_add_run(c, rec); break;
       case enc::OP_SILU_MUL: amk::silu_mul_run(c, rec); break;
+      case enc::OP_ATTN_O:  // compiled in only when the program has it (cfg::kFuseO)
+        if (cfg::kFuseO) {
+          amk::attn_o_run(c, rec);
+          break;
+        }
+        [[fallthrough]];
       default:
         if (threadIdx.x == 0) amk::report_error(err, enc::ERR_BAD_OP, t, -1, op, op, step);
         ok = false;
