@@ -128,3 +128,35 @@ def test_bulk_stage_is_refused_before_sm_90():
     with pytest.raises(BuildError, match=r"bulk_stage = true needs TMA bulk copies .* sm_80 "
                                          r"has none: set bulk_stage = false"):
         b.build(cfg, "sm_80")
+
+
+def test_the_fusions_are_compiled_in_only_when_the_program_has_them():
+    """fuse_down's sums (per dtype) and fuse_o's attn_o and row copies are build constants
+    from the program: compiled into every build, their registers spilled the 1B config's
+    (BENCHMARKS.md, ninth round)."""
+    spec = preset_spec("smollm2-135m")
+    flags = {
+        "none": _config(spec),
+        "down": _config(spec, fuse_down=True),
+        "down-int8": _config(spec, {"dtype": "int8"}, fuse_down=True),
+        "o": _config(spec, fuse_o=True),
+        "both": _config(spec, fuse_o=True, fuse_down=True),
+    }
+    got = {k: (c.fuse_down_bf16, c.fuse_down_int8, c.fuse_o) for k, c in flags.items()}
+    assert got == {"none": (False, False, False), "down": (True, False, False),
+                   "down-int8": (False, True, False), "o": (False, False, True),
+                   "both": (True, False, True)}
+    src = b.assemble(flags["both"])
+    assert "constexpr bool kFuseDownBf16 = true;" in src and "constexpr bool kFuseO = true;" in src
+    assert "constexpr bool kFuseO = false;" in b.assemble(flags["none"])
+
+
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+def test_the_fused_paths_compile(arch):
+    """With the fusions compiled in only where used, the default builds above no longer
+    cover them: fuse_o + fuse_down (bf16) and fuse_down (int8) compile on their own."""
+    _compiler_or_skip()
+    spec = preset_spec("smollm2-135m")
+    for cfg in (_config(spec, fuse_o=True, fuse_down=True),
+                _config(spec, {"dtype": "int8"}, fuse_down=True, threads=512, smem_bytes=0)):
+        assert b.compile_cubin(b.assemble(cfg), arch)[:4] == b"\x7fELF"
