@@ -167,10 +167,10 @@ def epilogue_operands(program: Program) -> int:
 
 
 def fusions_used(program: Program) -> tuple[set[str], bool]:
-    """What the kernel needs of fuse_down and fuse_o: the dtypes of the silu_down tiles
-    (the gate/up tiles' down projection; a residual copy, the O tiles starting its sums,
-    comes with them), and whether there is any attn_o task or row copy (attention with its
-    O rows, the QKV tiles starting their sums)."""
+    """What the kernel needs of fuse_down and fuse_o: the weight dtypes of the GEMV tiles
+    with a silu_down epilogue (the gate/up tiles' down projection) or a residual copy (the
+    O tiles starting its sums), and whether there is any attn_o task or row copy (attention
+    with its O rows, the QKV tiles starting their sums)."""
     down: set[str] = set()
     o = False
     for task in (t for q in program.queues for t in q):
@@ -178,8 +178,8 @@ def fusions_used(program: Program) -> tuple[set[str], bool]:
             o = True
         elif task.op == "gemv":
             epilogue = task.args["epilogue"]
-            if epilogue["kind"] == "silu_down":
-                down.add(epilogue.get("dtype", "bf16"))
+            if epilogue["kind"] == "silu_down" or epilogue.get("copy"):
+                down.add(task.args.get("dtype", "bf16"))
             o = o or bool(task.args.get("copy"))
     return down, o
 
