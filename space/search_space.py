@@ -12,7 +12,8 @@ Schedule and KernelKnobs reachable (``default_params``), so a study can start fr
 
 Nothing here filters unsafe or non-resident points: that is the validator's job, and its
 rejections are pruned before any GPU work. The schedule knobs ``fuse_down`` and ``fuse_o``
-are not asked yet: their kernels have not run on a GPU (BENCHMARKS.md, ninth round).
+are not asked yet: their kernels have not been timed on a GPU since their register fix
+(BENCHMARKS.md, ninth round).
 """
 
 from __future__ import annotations
