@@ -31,7 +31,7 @@ FEATURES = (
     "smem_per_block_kib", "smem_fraction_of_sm", "threads_per_sm_over_2048",
     "rows_per_warp", "unroll", "spin_sleep_us", "prefetch", "lm_rows_per_warp", "lm_unroll",
     "log2_k_split", "lm_ring", "ring", "ring_pairs", "ring_prefill", "weights_evict_first",
-    "bulk_stage", "qkv_span", "fuse_down", "fuse_o",
+    "bulk_stage", "qkv_span", "fuse_down", "fuse_o", "down_slot",
 )
 
 
@@ -80,6 +80,7 @@ def vector(row: Mapping[str, Any]) -> np.ndarray:
         _flag(row.get("ring_prefill", False)), _flag(row.get("weights_evict_first", False)),
         _flag(row.get("bulk_stage", False)), _flag(row.get("qkv_span", False)),
         _flag(row.get("fuse_down", False)), _flag(row.get("fuse_o", False)),
+        _flag(row.get("down_slot", True)),
     ]
     return np.asarray(out, dtype=np.float64)
 

@@ -43,6 +43,12 @@ sums, then added); with the others each output row is summed in the same order.
   thread. The block's load pipeline stays free for the polls and loads on its critical path.
   It helped the SmolLM2 shape, whose tiles are all staged, and hurt the 1B shape
   (BENCHMARKS.md, seventh round).
+- ``down_slot`` (with the schedule's ``fuse_down``): a silu_down tile whose rows are all
+  staged stages its down-projection columns in its slot too, after the rows, when they fit;
+  false: they are only prefetched into the L2 before the wait and read from there. The
+  slot path costs registers around the out-of-line staging call: with
+  ``weights_evict_first`` at sm_90 the kernel went from 250 registers to 255 and about
+  150 B of spills (BENCHMARKS.md, tenth round).
 - ``spin_sleep_ns``: the longest ``__nanosleep`` back-off of a spin-wait on a counter; 0
   spins without sleeping (lowest hand-off latency, most memory traffic while waiting).
 """
@@ -89,6 +95,7 @@ class KernelKnobs:
     ring_prefill: bool = False
     weights_evict_first: bool = False
     bulk_stage: bool = False
+    down_slot: bool = True
 
     def __post_init__(self) -> None:
         for name, allowed in (("rows_per_warp", ROWS_PER_WARP), ("unroll", UNROLL),
@@ -98,7 +105,8 @@ class KernelKnobs:
             v = getattr(self, name)
             if isinstance(v, bool) or v not in allowed:
                 raise ScheduleError(f"kernel knob {name} = {v!r}: choose one of {allowed}")
-        for name in ("ring_pairs", "ring_prefill", "weights_evict_first", "bulk_stage"):
+        for name in ("ring_pairs", "ring_prefill", "weights_evict_first", "bulk_stage",
+                     "down_slot"):
             if not isinstance(getattr(self, name), bool):
                 raise ScheduleError(f"kernel knob {name} = {getattr(self, name)!r}: true or false")
         if self.ring_pairs and not self.ring:

@@ -157,7 +157,7 @@ def default_params(weights: WeightChoices = WHOLE_SPACE,
 # LATER_COLUMNS too)
 LATER_KNOBS = {"k_split": 1, "lm_ring": 0, "ring": 0, "ring_pairs": False,
                "ring_prefill": False, "weights_evict_first": False, "bulk_stage": False,
-               "qkv_span": False, "fuse_down": False, "fuse_o": False}
+               "qkv_span": False, "fuse_down": False, "fuse_o": False, "down_slot": True}
 
 
 def candidate_of(params: dict[str, Any], target: Target) -> Candidate:

@@ -71,6 +71,7 @@ class KernelConfig:
     ring_prefill: bool = False
     weights_evict_first: bool = False
     bulk_stage: bool = False
+    down_slot: bool = True
     epi_floats: int = 1  # most epilogue operands of one GEMV tile (epilogue_operands)
     norm_vec: int = 0  # longest input a GEMV folds an RMSNorm into (the hidden size)
     # The fusions whose code the kernel carries only when the program has them: their
@@ -254,6 +255,7 @@ def _unchecked_config(program: Program, spec: ModelSpec, knobs: KernelKnobs) -> 
         ring_prefill=knobs.ring_prefill,
         weights_evict_first=knobs.weights_evict_first,
         bulk_stage=knobs.bulk_stage,
+        down_slot=knobs.down_slot,
         epi_floats=epilogue_operands(program),
         norm_vec=spec.hidden,
         fuse_down_bf16="bf16" in fuse_down,
@@ -326,6 +328,7 @@ def config_header(cfg: KernelConfig) -> str:
         f"constexpr bool kFuseDownBf16 = {'true' if cfg.fuse_down_bf16 else 'false'};",
         f"constexpr bool kFuseDownInt8 = {'true' if cfg.fuse_down_int8 else 'false'};",
         "constexpr bool kFuseDown = kFuseDownBf16 || kFuseDownInt8;",
+        f"constexpr bool kDownSlot = {'true' if cfg.down_slot else 'false'};",
         f"constexpr bool kFuseO = {'true' if cfg.fuse_o else 'false'};",
         f"constexpr int kPartFloats = {cfg.part_floats};",
         f"constexpr int kPartOffset = {cfg.part_offset};",

@@ -196,9 +196,9 @@ __device__ __forceinline__ bool prefills_ring(const GemvTile& t) {
 
 // A silu_down tile's down-projection columns: rows s0a .. s0a + n0 of the transposed down
 // matrix, contiguous, read after the tile's rows (down_accumulate). When the whole tile is
-// staged and they fit in the slot after its rows, they are staged there too; otherwise,
-// with the task's staging (before its wait), one bulk prefetch pulls them into the L2
-// (sm_90; elsewhere they stream from DRAM).
+// staged and they fit in the slot after its rows, they are staged there too (kernel knob
+// down_slot, cfg::kDownSlot); otherwise, with the task's staging (before its wait), one bulk
+// prefetch pulls them into the L2 (sm_90; elsewhere they stream from DRAM).
 __device__ __forceinline__ unsigned down_row_bytes(const int* rec, const GemvTile& t) {
   return (unsigned)rec[G::DOWN_COLS] * (t.q8 ? 1u : 2u);  // int8 codes, or bf16
 }
@@ -207,7 +207,8 @@ __device__ __forceinline__ unsigned down_bytes(const int* rec, const GemvTile& t
 }
 __device__ __forceinline__ bool down_staged(const int* rec, const GemvTile& t) {
   const int rows = t.n0 * t.nseg;
-  return cfg::kFuseDown && rec[G::EPI] == enc::EPI_SILU_DOWN && !t.ring && t.staged == rows &&
+  return cfg::kFuseDown && cfg::kDownSlot && rec[G::EPI] == enc::EPI_SILU_DOWN && !t.ring &&
+         t.staged == rows &&
          (long long)rows * t.row_bytes + down_bytes(rec, t) <= cfg::kSlotBytes;
 }
 __device__ __forceinline__ const unsigned char* down_rows(const Ctx& c, const int* rec,

@@ -151,6 +151,20 @@ def test_the_fusions_are_compiled_in_only_when_the_program_has_them():
     assert "constexpr bool kFuseO = false;" in b.assemble(flags["none"])
 
 
+def test_down_slot_reaches_the_header_and_the_fuse_down_build():
+    """``down_slot = false`` reaches the header and changes the binary of a program with
+    fuse_down (its down columns are no longer staged in the slot); each compiles for sm_90
+    (the GPU tests run both)."""
+    _compiler_or_skip()
+    spec = preset_spec("smollm2-135m")
+    srcs = [b.assemble(_config(spec, kernel=KernelKnobs(weights_evict_first=True, down_slot=s),
+                               fuse_down=True)) for s in (True, False)]
+    assert "constexpr bool kDownSlot = true;" in srcs[0]
+    assert "constexpr bool kDownSlot = false;" in srcs[1]
+    on, off = (b.compile_cubin(src, "sm_90") for src in srcs)
+    assert on[:4] == off[:4] == b"\x7fELF" and on != off
+
+
 @pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
 def test_the_fused_paths_compile(arch):
     """With the fusions compiled in only where used, the default builds above no longer
