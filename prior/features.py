@@ -80,7 +80,7 @@ def vector(row: Mapping[str, Any]) -> np.ndarray:
         _flag(row.get("ring_prefill", False)), _flag(row.get("weights_evict_first", False)),
         _flag(row.get("bulk_stage", False)), _flag(row.get("qkv_span", False)),
         _flag(row.get("fuse_down", False)), _flag(row.get("fuse_o", False)),
-        _flag(row.get("down_slot", True)),
+        _flag(row.get("down_slot", False)),
     ]
     return np.asarray(out, dtype=np.float64)
 

@@ -44,11 +44,12 @@ sums, then added); with the others each output row is summed in the same order.
   It helped the SmolLM2 shape, whose tiles are all staged, and hurt the 1B shape
   (BENCHMARKS.md, seventh round).
 - ``down_slot`` (with the schedule's ``fuse_down``): a silu_down tile whose rows are all
-  staged stages its down-projection columns in its slot too, after the rows, when they fit;
-  false: they are only prefetched into the L2 before the wait and read from there. The
-  slot path costs registers around the out-of-line staging call: with
-  ``weights_evict_first`` at sm_90 the kernel went from 250 registers to 255 and about
-  150 B of spills (BENCHMARKS.md, tenth round).
+  staged stages its down-projection columns in its slot too, after the rows, when they fit.
+  Off (the default, unlike the other knobs: it came with fuse_down), they are prefetched
+  into the L2 before the wait and read from there. The slot path costs registers around
+  the out-of-line staging call: with ``weights_evict_first`` at sm_90 the kernel went from
+  246-250 registers to 255 and 120-136 B of spills, and SmolLM2 ran 3% slower
+  (BENCHMARKS.md, tenth round).
 - ``spin_sleep_ns``: the longest ``__nanosleep`` back-off of a spin-wait on a counter; 0
   spins without sleeping (lowest hand-off latency, most memory traffic while waiting).
 """
@@ -80,7 +81,8 @@ def has_bulk_copies(arch: str) -> bool:
 
 @dataclass(frozen=True)
 class KernelKnobs:
-    """The kernel's compile-time knobs; the defaults are the kernel before knobs existed."""
+    """The kernel's compile-time knobs; the defaults are the kernel before knobs existed
+    (``down_slot``: fuse_down's before it)."""
 
     rows_per_warp: int = 1
     unroll: int = 1
@@ -95,7 +97,7 @@ class KernelKnobs:
     ring_prefill: bool = False
     weights_evict_first: bool = False
     bulk_stage: bool = False
-    down_slot: bool = True
+    down_slot: bool = False
 
     def __post_init__(self) -> None:
         for name, allowed in (("rows_per_warp", ROWS_PER_WARP), ("unroll", UNROLL),

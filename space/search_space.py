@@ -4,16 +4,16 @@ Define-by-run with conditional knobs: an explicit tile count is asked for only w
 trial leaves ``tiles_mode = "per_block"``, and the five fusion flags only when it leaves
 ``fusion = "all"``; ``qkv_span`` only with ``fuse_rope``; ``ring_pairs`` only when
 ``ring`` > 0; ``ring_prefill`` only when ``ring`` or ``lm_ring`` > 0; ``bulk_stage`` only
-on a GPU with TMA bulk copies (sm_90 and newer); the int8 quantisation group only when
-``dtype`` is int8 (the weight knobs and what part of them a study opens:
+on a GPU with TMA bulk copies (sm_90 and newer); ``fuse_down`` only with ``fuse_silu`` and
+``fuse_residual``, and ``down_slot`` only with ``fuse_down``; ``fuse_o`` only with
+``fuse_rope``, ``fuse_residual``, ``split_kv`` = 1 and bf16; the int8 quantisation group
+only when ``dtype`` is int8 (the weight knobs and what part of them a study opens:
 space/weight_format.py). Every knob changes the lowered program or the CUDA build
 (tests/study/test_study_space.py proves it for each). The choices keep the default
 Schedule and KernelKnobs reachable (``default_params``), so a study can start from them.
 
 Nothing here filters unsafe or non-resident points: that is the validator's job, and its
-rejections are pruned before any GPU work. The schedule knobs ``fuse_down`` and ``fuse_o``
-are not asked yet: their kernels have not been timed on a GPU since their register fix
-(BENCHMARKS.md, ninth round).
+rejections are pruned before any GPU work.
 """
 
 from __future__ import annotations
@@ -76,16 +76,24 @@ def suggest(trial: optuna.Trial, target: Target,
         fusion = {name: trial.suggest_categorical(name, (True, False)) for name in FUSIONS}
     qkv_span = (trial.suggest_categorical("qkv_span", (False, True)) if fusion["fuse_rope"]
                 else False)
+    fmt = weights.suggest(trial)
+    split_kv = trial.suggest_categorical("split_kv", SPLIT_KV)
+    fuse_down = (trial.suggest_categorical("fuse_down", (False, True))
+                 if fusion["fuse_silu"] and fusion["fuse_residual"] else False)
+    fuse_o = (trial.suggest_categorical("fuse_o", (False, True))
+              if _fuse_o_allowed(fusion, split_kv, fmt) else False)
     schedule = Schedule(
         tiles=tiles,
         lm_tiles=lm_tiles,
         sm_policy=trial.suggest_categorical("sm_policy", SM_POLICIES),
-        split_kv=trial.suggest_categorical("split_kv", SPLIT_KV),
+        split_kv=split_kv,
         steps_per_launch=trial.suggest_categorical("steps_per_launch", STEPS_PER_LAUNCH),
         blocks_per_sm=trial.suggest_categorical("blocks_per_sm", BLOCKS_PER_SM),
         threads=trial.suggest_categorical("threads", THREADS),
         smem_bytes=trial.suggest_categorical("smem_bytes", SMEM_BYTES),
         qkv_span=qkv_span,
+        fuse_down=fuse_down,
+        fuse_o=fuse_o,
         **fusion,
     )
     ring = trial.suggest_categorical("ring", RING)
@@ -106,8 +114,16 @@ def suggest(trial: optuna.Trial, target: Target,
         weights_evict_first=trial.suggest_categorical("weights_evict_first", (False, True)),
         bulk_stage=(trial.suggest_categorical("bulk_stage", (False, True))
                     if has_bulk_copies(target.arch) else False),
+        down_slot=(trial.suggest_categorical("down_slot", (False, True)) if fuse_down
+                   else False),
     )
-    return Candidate(schedule, knobs, weights.suggest(trial))
+    return Candidate(schedule, knobs, fmt)
+
+
+def _fuse_o_allowed(fusion: dict[str, bool], split_kv: int, fmt: WeightFormat) -> bool:
+    """What ``fuse_o`` needs (``Schedule``'s check, and bf16 weights: the lowering's)."""
+    return (fusion["fuse_rope"] and fusion["fuse_residual"] and split_kv == 1
+            and fmt.dtype == "bf16")
 
 
 def params_of(cand: Candidate, target: Target | None = None) -> dict[str, Any]:
@@ -126,6 +142,9 @@ def params_of(cand: Candidate, target: Target | None = None) -> dict[str, Any]:
         "fusion": "all" if fused else CUSTOM,
         **({} if fused else {name: getattr(s, name) for name in FUSIONS}),
         **({"qkv_span": s.qkv_span} if s.fuse_rope else {}),
+        **({"fuse_down": s.fuse_down} if s.fuse_silu and s.fuse_residual else {}),
+        **({"fuse_o": s.fuse_o}
+           if _fuse_o_allowed({n: getattr(s, n) for n in FUSIONS}, s.split_kv, fmt) else {}),
         "sm_policy": s.sm_policy, "split_kv": s.split_kv,
         "steps_per_launch": s.steps_per_launch, "blocks_per_sm": s.blocks_per_sm,
         "threads": s.threads, "smem_bytes": s.smem_bytes, "rows_per_warp": k.rows_per_warp,
@@ -137,6 +156,7 @@ def params_of(cand: Candidate, target: Target | None = None) -> dict[str, Any]:
         "weights_evict_first": k.weights_evict_first,
         **({"bulk_stage": k.bulk_stage} if target is None or has_bulk_copies(target.arch)
            else {}),
+        **({"down_slot": k.down_slot} if s.fuse_down else {}),
     }
 
 
@@ -157,7 +177,7 @@ def default_params(weights: WeightChoices = WHOLE_SPACE,
 # LATER_COLUMNS too)
 LATER_KNOBS = {"k_split": 1, "lm_ring": 0, "ring": 0, "ring_pairs": False,
                "ring_prefill": False, "weights_evict_first": False, "bulk_stage": False,
-               "qkv_span": False, "fuse_down": False, "fuse_o": False, "down_slot": True}
+               "qkv_span": False, "fuse_down": False, "fuse_o": False, "down_slot": False}
 
 
 def candidate_of(params: dict[str, Any], target: Target) -> Candidate:

@@ -71,7 +71,7 @@ class KernelConfig:
     ring_prefill: bool = False
     weights_evict_first: bool = False
     bulk_stage: bool = False
-    down_slot: bool = True
+    down_slot: bool = False
     epi_floats: int = 1  # most epilogue operands of one GEMV tile (epilogue_operands)
     norm_vec: int = 0  # longest input a GEMV folds an RMSNorm into (the hidden size)
     # The fusions whose code the kernel carries only when the program has them: their

@@ -649,17 +649,18 @@ __device__ float gemv_prologue(const Ctx& c, const int* rec, const GemvTile& t) 
   return 1.0f / sqrtf(total / (float)n + cfg::kRmsEps);
 }
 
-// dst[j] += a_j (8 floats) with atomic adds: one vector reduction on sm_90.
-__device__ __forceinline__ void red_add8(float* dst, const float (&a)[8]) {
+// dst[j] += a_j (N floats, N a multiple of 4) with atomic adds: vector reductions on sm_90.
+template <int N>
+__device__ __forceinline__ void red_add(float* dst, const float (&a)[N]) {
 #if __CUDA_ARCH__ >= 900
 #pragma unroll
-  for (int h = 0; h < 8; h += 4)
+  for (int h = 0; h < N; h += 4)
     asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};"
                  ::"l"(dst + h), "f"(a[h]), "f"(a[h + 1]), "f"(a[h + 2]), "f"(a[h + 3])
                  : "memory");
 #else
 #pragma unroll
-  for (int h = 0; h < 8; ++h) atomicAdd(dst + h, a[h]);
+  for (int h = 0; h < N; ++h) atomicAdd(dst + h, a[h]);
 #endif
 }
 
@@ -673,16 +674,58 @@ __device__ __forceinline__ void axpy8(float (&a)[8], float s, uint4 q) {
 
 constexpr int kDownInFlight = 8;  // 16-byte down loads in flight per thread
 
-// down_accumulate's sums and atomic adds over the n0 transposed rows at ``w`` (global or
-// the slot).
+// The row groups of down_accumulate: as many as the threads allow (each thread one 16-byte
+// column chunk of one group), and as c.x holds the sums of all but one (N floats a chunk).
+// c.x is free once the rows are done; it holds at least one output vector.
+template <int N>
+__device__ __forceinline__ int down_groups(int chunks) {
+  const int by_threads = cfg::kThreads / chunks, by_smem = 1 + cfg::kMaxVec / (chunks * N);
+  const int g = by_threads < by_smem ? by_threads : by_smem;
+  return g > 0 ? g : 1;
+}
+
+// dst[N j .. N j + N) += thread (j, g)'s sums s, for every thread k = g * chunks + j below
+// chunks * groups. With groups > 1 (then one (j, g) per thread) the groups but the first
+// leave theirs in c.x, and group 0 adds them up: a block adds each column once, since
+// every block's adds go to the same few cache lines and queue there (the hop after them
+// grew by 5 us, BENCHMARKS.md, tenth round). Every thread of the block calls it.
+template <int N>
+__device__ __forceinline__ void add_down_sums(const Ctx& c, float* dst, float (&s)[N], int k,
+                                              int chunks, int groups) {
+  const int j = k % chunks, g = k / chunks;
+  if (groups == 1) {
+    if (k < chunks) red_add<N>(dst + N * j, s);
+    return;
+  }
+  float4* part = reinterpret_cast<float4*>(c.x) + (N / 4) * j;  // group g's: + (g-1) chunks
+  if (g > 0 && g < groups) {
+#pragma unroll
+    for (int h = 0; h < N / 4; ++h)
+      part[(g - 1) * chunks * (N / 4) + h] = make_float4(s[4 * h], s[4 * h + 1],
+                                                         s[4 * h + 2], s[4 * h + 3]);
+  }
+  __syncthreads();
+  if (g != 0) return;
+  for (int o = 1; o < groups; ++o) {
+#pragma unroll
+    for (int h = 0; h < N / 4; ++h) {
+      const float4 v = part[(o - 1) * chunks * (N / 4) + h];
+      s[4 * h] += v.x; s[4 * h + 1] += v.y; s[4 * h + 2] += v.z; s[4 * h + 3] += v.w;
+    }
+  }
+  red_add<N>(dst + N * j, s);
+}
+
+// down_accumulate's sums over the n0 transposed rows at ``w`` (global or the slot).
 template <bool GLOBAL>
 __device__ __forceinline__ void down_sums(const Ctx& c, const int* rec, const GemvTile& t,
                                           const uint4* w, int chunks, int groups) {
   float* dst = f32(c, rec[G::DST]);
-  for (int k = threadIdx.x; k < chunks * groups; k += cfg::kThreads) {
-    const int j = k % chunks, g = k / chunks;
+  // a uniform trip count: add_down_sums may hold a barrier
+  for (int k0 = 0; k0 < chunks * groups; k0 += cfg::kThreads) {
+    const int k = k0 + threadIdx.x, j = k % chunks, g = k / chunks;
     float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
-    for (int i0 = g; i0 < t.n0; i0 += groups * kDownInFlight) {
+    for (int i0 = g; k < chunks * groups && i0 < t.n0; i0 += groups * kDownInFlight) {
       uint4 q[kDownInFlight];
 #pragma unroll
       for (int u = 0; u < kDownInFlight; ++u) {
@@ -696,7 +739,7 @@ __device__ __forceinline__ void down_sums(const Ctx& c, const int* rec, const Ge
         if (i < t.n0) axpy8(acc, c.epi[i], q[u]);
       }
     }
-    if (g < t.n0) red_add8(dst + 8 * j, acc);
+    add_down_sums<8>(c, dst, acc, k, chunks, groups);
   }
 }
 
@@ -710,7 +753,7 @@ __device__ __forceinline__ void flush16(float (&tot)[16], float (&acc)[16], cons
   }
 }
 
-// down_sums for int8 codes: thread (g, j) takes 16 columns j (one 16-byte load of codes) of
+// down_sums for int8 codes: thread (j, g) takes 16 columns j (one 16-byte load of codes) of
 // rows g, g + G, ...; the sums of each run of rows that share a scale group (intermediate
 // index / down_group) are multiplied by their columns' scales ([hidden][I / down_group],
 // L{l}.wd's) when the run ends.
@@ -720,13 +763,13 @@ __device__ __forceinline__ void down_sums_i8(const Ctx& c, const int* rec, const
   float* dst = f32(c, rec[G::DST]);
   const float* scale = f32(c, rec[G::DOWN_SCALE]);
   const int qg = rec[G::DOWN_GROUP], sgroups = rec[G::DOWN_SPR];
-  for (int k = threadIdx.x; k < chunks * groups; k += cfg::kThreads) {
-    const int j = k % chunks, g = k / chunks;
+  for (int k0 = 0; k0 < chunks * groups; k0 += cfg::kThreads) {  // uniform, as down_sums
+    const int k = k0 + threadIdx.x, j = k % chunks, g = k / chunks;
     float acc[16], tot[16];
 #pragma unroll
     for (int e = 0; e < 16; ++e) acc[e] = tot[e] = 0.f;
     int cur = -1;  // the scale group acc holds
-    for (int i0 = g; i0 < t.n0; i0 += groups * kDownInFlight) {
+    for (int i0 = g; k < chunks * groups && i0 < t.n0; i0 += groups * kDownInFlight) {
       uint4 q[kDownInFlight];
 #pragma unroll
       for (int u = 0; u < kDownInFlight; ++u) {
@@ -751,33 +794,31 @@ __device__ __forceinline__ void down_sums_i8(const Ctx& c, const int* rec, const
           acc[e] += a * i8_to_f32(words[e / 4], 0x7540u + (unsigned)(e % 4));
       }
     }
-    if (cur >= 0) {
-      flush16(tot, acc, scale, 16 * j, sgroups, cur);
-      red_add8(dst + 16 * j, *reinterpret_cast<float(*)[8]>(tot));
-      red_add8(dst + 16 * j + 8, *reinterpret_cast<float(*)[8]>(tot + 8));
-    }
+    if (cur >= 0) flush16(tot, acc, scale, 16 * j, sgroups, cur);
+    add_down_sums<16>(c, dst, tot, k, chunks, groups);
   }
 }
 
 // silu_down, after the rows (their act values in c.epi): dst += act @ down_t[s0a .. s0a + n0],
 // from the slot when stage_tile put the rows there (down_staged), else from global (L2).
-// The transposed rows are contiguous, so thread (g, j) takes 8 columns j of every row
-// g, g + G, ... (G = row groups the block holds: threads / (hidden / 8)), kDownInFlight
-// 16-byte loads in flight, and adds its 8 sums into dst atomically. The adds are relaxed
-// atomics; the task's signal after the block's barrier releases them like plain stores.
+// The transposed rows are contiguous, so thread (j, g) takes 16 bytes of columns j of every
+// row g, g + G, ... (G: down_groups), kDownInFlight loads in flight, and the block adds its
+// sums into dst atomically (add_down_sums). The adds are relaxed atomics; the task's signal
+// after the block's barrier releases them like plain stores.
 __device__ void down_accumulate(const Ctx& c, const int* rec, const GemvTile& t) {
-  __syncthreads();  // every warp's act values are in c.epi
+  __syncthreads();  // every warp's act values are in c.epi; the rows are done with c.x
   const int chunks = (int)down_row_bytes(rec, t) / 16;  // 16-byte loads per row
-  const int groups = cfg::kThreads / chunks > 0 ? cfg::kThreads / chunks : 1;
   const bool in_slot = down_staged(rec, t);
   const uint4* w = reinterpret_cast<const uint4*>(
       in_slot ? c.stage + (size_t)t.staged * t.row_bytes : down_rows(c, rec, t));
   if (t.q8) {  // each dtype's sums compiled in only when the program has them (registers)
     if constexpr (cfg::kFuseDownInt8) {
+      const int groups = down_groups<16>(chunks);
       if (in_slot) down_sums_i8<false>(c, rec, t, w, chunks, groups);
       else down_sums_i8<true>(c, rec, t, w, chunks, groups);
     }
   } else if constexpr (cfg::kFuseDownBf16) {
+    const int groups = down_groups<8>(chunks);
     if (in_slot) down_sums<false>(c, rec, t, w, chunks, groups);
     else down_sums<true>(c, rec, t, w, chunks, groups);
   }

@@ -18,7 +18,7 @@ H100 = get_target("h100")
 # the fifth: an LM ring of 4 stages, prefilled; its tiles leave warps fewer than the 3
 # prefilled items, or none. Then the evict-first hint on the LM ring's copies and the
 # layer tiles' register loads; the next stages the layer tiles' rows by TMA bulk copies, and
-# the last leaves fuse_down's columns in the L2 rather than stage them with those rows
+# the last stages fuse_down's columns with those rows (down_slot)
 KNOBS = [KernelKnobs(2, 2, 0), KernelKnobs(1, 4, 256), KernelKnobs(4, 4, 32),
          KernelKnobs(rows_per_warp=2, unroll=2, k_split=4, lm_ring=2, lm_rows_per_warp=2),
          KernelKnobs(rows_per_warp=2, unroll=2, k_split=4, lm_ring=4, ring_prefill=True),
@@ -26,7 +26,7 @@ KNOBS = [KernelKnobs(2, 2, 0), KernelKnobs(1, 4, 256), KernelKnobs(4, 4, 32),
          KernelKnobs(rows_per_warp=2, unroll=2, lm_ring=4, weights_evict_first=True,
                      bulk_stage=True),
          KernelKnobs(rows_per_warp=2, unroll=2, weights_evict_first=True, bulk_stage=True,
-                     down_slot=False)]
+                     down_slot=True)]
 SCHEDULES = {
     "default": Schedule(steps_per_launch=4),
     "unfused": Schedule(fuse_norm=False, fuse_rope=False, fuse_residual=False, fuse_silu=False,

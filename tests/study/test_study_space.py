@@ -78,6 +78,9 @@ VARIANTS = [
     {"weights_evict_first": True},
     {"bulk_stage": True},
     {"qkv_span": True},
+    {"fuse_down": True},
+    {"fuse_down": True, "down_slot": True},
+    {"fuse_o": True},
     *({"dtype": "int8", "quant_group": g} for g in QUANT_GROUPS),
 ]
 
@@ -182,7 +185,12 @@ def test_conditional_knobs_only_under_their_parent():
         assert ("ring_prefill" in t.params) == (t.params["ring"] > 0 or t.params["lm_ring"] > 0)
         assert ("qkv_span" in t.params) == (t.params["fusion"] == "all"
                                             or t.params["fuse_rope"])
-        assert "fuse_down" not in t.params and "fuse_o" not in t.params  # not on a GPU yet
+        on = {f: t.params.get(f, True) for f in ss.FUSIONS}  # fusion "all": every flag on
+        assert ("fuse_down" in t.params) == (on["fuse_silu"] and on["fuse_residual"])
+        assert ("down_slot" in t.params) == t.params.get("fuse_down", False)
+        assert ("fuse_o" in t.params) == (on["fuse_rope"] and on["fuse_residual"]
+                                          and t.params["split_kv"] == 1
+                                          and t.params["dtype"] == "bf16")
 
 
 def test_params_of_inverts_suggest():
