@@ -198,7 +198,7 @@ __device__ void attention_run(const Ctx& c, const int* rec) {
       const int hh = i / kD, d = i - hh * kD, gg = g0 + hh, h = h0 + gg;
       float s = 0.f;
       for (int r = 0; r < kRowsPar; ++r) s += partial[(hh * kRowsPar + r) * kD + d];
-      if (out == nullptr) {  // attn_o (q in c.x is read no more)
+      if (cfg::kFuseO && out == nullptr) {  // attn_o (q in c.x is read no more)
         c.x[gg * kD + d] = s / hs[gg];
       } else if (parts == 1) {
         out[(size_t)h * kD + d] = s / hs[gg];

@@ -424,7 +424,9 @@ __device__ __forceinline__ void gemv_store(const Ctx& c, const int* rec, const G
       dst[r0] = silu(y0) * y1;
       break;
     case enc::EPI_SILU_DOWN:  // the act value, for down_accumulate after the rows
-      c.epi[i] = silu(y0) * y1;
+      // (compiled in only with fuse_down: in every tile shape's store, it added ~900 PTX
+      // lines to every build, BENCHMARKS.md, tenth round)
+      if constexpr (cfg::kFuseDown) c.epi[i] = silu(y0) * y1;
       break;
     case enc::EPI_QKV_ROPE:
     case enc::EPI_QKV_SPAN: {
