@@ -17,6 +17,19 @@ from amk_tune.json_file import read_json
 SM_POLICIES = ("rotate", "round_robin", "blocked")
 
 
+def fuse_down_possible(fuse_silu: bool, fuse_residual: bool) -> bool:
+    """What ``fuse_down`` needs: the gate/up tiles apply SiLU-mul, and the O tiles start
+    the output vector with the residual."""
+    return fuse_silu and fuse_residual
+
+
+def fuse_o_possible(fuse_rope: bool, fuse_residual: bool, split_kv: int) -> bool:
+    """What ``fuse_o`` needs of the schedule (the lowering also wants bf16 weights): each
+    fused task attends over every position and adds into the residual stream the QKV tiles
+    start."""
+    return fuse_rope and fuse_residual and split_kv == 1
+
+
 @dataclass(frozen=True)
 class Schedule:
     """Knobs of the lowering.
@@ -86,12 +99,13 @@ class Schedule:
             raise ScheduleError("qkv_span = true needs fuse_rope = true: a QKV tile that "
                                 "crosses heads applies RoPE in its epilogue (set one of them "
                                 "differently)")
-        if self.fuse_down and not (self.fuse_silu and self.fuse_residual):
+        if self.fuse_down and not fuse_down_possible(self.fuse_silu, self.fuse_residual):
             raise ScheduleError("fuse_down = true needs fuse_silu = true and fuse_residual = "
                                 "true: the gate/up tile applies SiLU-mul, and the O tiles "
                                 "start the output vector with the residual (set fuse_down "
                                 "to false, or both of them to true)")
-        if self.fuse_o and not (self.fuse_rope and self.fuse_residual and self.split_kv == 1):
+        if self.fuse_o and not fuse_o_possible(self.fuse_rope, self.fuse_residual,
+                                               self.split_kv):
             raise ScheduleError(f"fuse_o = true needs fuse_rope = true, fuse_residual = true and "
                                 f"split_kv = 1 (got fuse_rope = {self.fuse_rope}, fuse_residual "
                                 f"= {self.fuse_residual}, split_kv = {self.split_kv}): each "

@@ -36,7 +36,7 @@ from space.kernel_knobs import (
     KernelKnobs,
     has_bulk_copies,
 )
-from space.schedule import SM_POLICIES, Schedule
+from space.schedule import SM_POLICIES, Schedule, fuse_down_possible, fuse_o_possible
 from space.weight_format import BF16, WHOLE_SPACE, WeightChoices, WeightFormat
 
 PER_BLOCK, CUSTOM = "per_block", "custom"
@@ -79,9 +79,10 @@ def suggest(trial: optuna.Trial, target: Target,
     fmt = weights.suggest(trial)
     split_kv = trial.suggest_categorical("split_kv", SPLIT_KV)
     fuse_down = (trial.suggest_categorical("fuse_down", (False, True))
-                 if fusion["fuse_silu"] and fusion["fuse_residual"] else False)
+                 if fuse_down_possible(fusion["fuse_silu"], fusion["fuse_residual"]) else False)
     fuse_o = (trial.suggest_categorical("fuse_o", (False, True))
-              if _fuse_o_allowed(fusion, split_kv, fmt) else False)
+              if _fuse_o_asked(fusion["fuse_rope"], fusion["fuse_residual"], split_kv, fmt)
+              else False)
     schedule = Schedule(
         tiles=tiles,
         lm_tiles=lm_tiles,
@@ -120,10 +121,11 @@ def suggest(trial: optuna.Trial, target: Target,
     return Candidate(schedule, knobs, fmt)
 
 
-def _fuse_o_allowed(fusion: dict[str, bool], split_kv: int, fmt: WeightFormat) -> bool:
-    """What ``fuse_o`` needs (``Schedule``'s check, and bf16 weights: the lowering's)."""
-    return (fusion["fuse_rope"] and fusion["fuse_residual"] and split_kv == 1
-            and fmt.dtype == "bf16")
+def _fuse_o_asked(fuse_rope: bool, fuse_residual: bool, split_kv: int,
+                  fmt: WeightFormat) -> bool:
+    """Whether a trial asks ``fuse_o``: the schedule allows it, and the weights are bf16
+    (the lowering refuses it on int8)."""
+    return fuse_o_possible(fuse_rope, fuse_residual, split_kv) and fmt.dtype == "bf16"
 
 
 def params_of(cand: Candidate, target: Target | None = None) -> dict[str, Any]:
@@ -142,9 +144,10 @@ def params_of(cand: Candidate, target: Target | None = None) -> dict[str, Any]:
         "fusion": "all" if fused else CUSTOM,
         **({} if fused else {name: getattr(s, name) for name in FUSIONS}),
         **({"qkv_span": s.qkv_span} if s.fuse_rope else {}),
-        **({"fuse_down": s.fuse_down} if s.fuse_silu and s.fuse_residual else {}),
+        **({"fuse_down": s.fuse_down} if fuse_down_possible(s.fuse_silu, s.fuse_residual)
+           else {}),
         **({"fuse_o": s.fuse_o}
-           if _fuse_o_allowed({n: getattr(s, n) for n in FUSIONS}, s.split_kv, fmt) else {}),
+           if _fuse_o_asked(s.fuse_rope, s.fuse_residual, s.split_kv, fmt) else {}),
         "sm_policy": s.sm_policy, "split_kv": s.split_kv,
         "steps_per_launch": s.steps_per_launch, "blocks_per_sm": s.blocks_per_sm,
         "threads": s.threads, "smem_bytes": s.smem_bytes, "rows_per_warp": k.rows_per_warp,
